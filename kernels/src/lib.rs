@@ -1,0 +1,8 @@
+//! Quiver's compute kernels: pure functions on slices. No I/O, no model knowledge, no GPU.
+//!
+//! Every SIMD path has a scalar reference beside it, and tests compare the two on random data.
+
+pub mod attention;
+pub mod matmul;
+pub mod ops;
+pub mod quant;
