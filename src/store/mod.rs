@@ -210,13 +210,15 @@ impl Store {
 
         // An older manifest under this name (in any letter case) is replaced; its blobs go when
         // nothing refers to them any more.
-        let old = find_manifest(root, &parsed);
+        let old = find_manifest(root, &parsed).map(|(_, p)| {
+            let m = Manifest::read(&p).ok();
+            (p, m)
+        });
         let dir = manifest_dir(root, &parsed);
         std::fs::create_dir_all(&dir).map_err(|e| manifest::io_err(&dir, e))?;
         let path = dir.join(&parsed.tag);
         manifest::write_atomic(&path, &json)?;
-        if let Some((_, old_path)) = old {
-            let old_manifest = Manifest::read(&old_path).ok();
+        if let Some((old_path, old_manifest)) = old {
             if old_path != path {
                 let _ = std::fs::remove_file(&old_path);
                 prune_empty_dirs(root, &old_path);
