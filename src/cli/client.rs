@@ -53,9 +53,9 @@ pub fn get_json(path: &str) -> Result<serde_json::Value, String> {
         .find_map(|a| TcpStream::connect_timeout(a, Duration::from_secs(3)).ok())
         .ok_or_else(not_running)?;
     stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
-    let mut w = &stream;
-    write!(w, "GET {path} HTTP/1.1\r\nHost: {authority}\r\nAccept: application/json\r\nConnection: close\r\n\r\n")
-        .map_err(|e| format!("{authority}: {e}"))?;
+    // One write, so a server that answers as soon as it has the request line still gets it all.
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nAccept: application/json\r\nConnection: close\r\n\r\n");
+    (&stream).write_all(request.as_bytes()).map_err(|e| format!("{authority}: {e}"))?;
 
     let mut r = BufReader::new(&stream);
     let mut status_line = String::new();
