@@ -15,7 +15,11 @@ fn bundled() -> Option<&'static [u8]> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = match std::env::args_os().skip(1).map(|a| a.into_string()).collect() {
+    let args: Vec<String> = match std::env::args_os()
+        .skip(1)
+        .map(|a| a.into_string())
+        .collect()
+    {
         Ok(args) => args,
         Err(bad) => {
             eprintln!("Error: argument {bad:?} is not valid UTF-8");

@@ -7,7 +7,10 @@ use std::process::{Command, Output, Stdio};
 const BIN: &str = env!("CARGO_BIN_EXE_quiver");
 const Q8: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/all-minilm-q8_0.gguf");
 const F16: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/all-minilm-f16.gguf");
-const OLLAMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/ollama-all-minilm.json");
+const OLLAMA: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/fixtures/ollama-all-minilm.json"
+);
 
 struct TempDir(PathBuf);
 
@@ -40,13 +43,22 @@ fn quiver(store: &Path, args: &[&str], stdin: Option<&str>) -> Output {
         .env("OLLAMA_MODELS", store.join("ollama-none"))
         // A port nothing listens on, so list/ps find no server.
         .env("OLLAMA_HOST", "127.0.0.1:9")
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("run quiver");
     if let Some(text) = stdin {
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
     }
     child.wait_with_output().unwrap()
 }
@@ -63,7 +75,12 @@ fn ollama_vector() -> Vec<f64> {
     let j: serde_json::Value = serde_json::from_slice(&std::fs::read(OLLAMA).unwrap()).unwrap();
     let e = &j["embed_single"];
     assert_eq!(e["input"], "why is the sky blue?");
-    e["embedding"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
+    e["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect()
 }
 
 fn embeddings(o: &Output) -> Vec<Vec<f64>> {
@@ -73,7 +90,13 @@ fn embeddings(o: &Output) -> Vec<Vec<f64>> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|v| v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect())
+        .map(|v| {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
         .collect()
 }
 
@@ -87,7 +110,11 @@ fn cosine(a: &[f64], b: &[f64]) -> f64 {
 #[test]
 fn embed_with_the_bundled_model_matches_ollama() {
     let dir = TempDir::new("bundled");
-    let o = quiver(&dir.0, &["embed", "-m", "all-minilm", "why is the sky blue?"], None);
+    let o = quiver(
+        &dir.0,
+        &["embed", "-m", "all-minilm", "why is the sky blue?"],
+        None,
+    );
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
     let v = embeddings(&o);
     assert_eq!(v.len(), 1);
@@ -97,18 +124,28 @@ fn embed_with_the_bundled_model_matches_ollama() {
     let cos = cosine(&v[0], &ollama_vector());
     assert!(cos >= 0.9999, "cosine to Ollama's vector {cos}");
     assert_eq!(j["model"], "all-minilm");
-    assert_eq!(j["prompt_eval_count"], 8, "[CLS] why is the sky blue ? [SEP]");
+    assert_eq!(
+        j["prompt_eval_count"], 8,
+        "[CLS] why is the sky blue ? [SEP]"
+    );
 }
 
 #[test]
 fn embed_reads_stdin_lines_and_accepts_a_gguf_path() {
     let dir = TempDir::new("stdin");
-    let o = quiver(&dir.0, &["embed", "-m", Q8], Some("why is the sky blue?\n\nhello world\n"));
+    let o = quiver(
+        &dir.0,
+        &["embed", "-m", Q8],
+        Some("why is the sky blue?\n\nhello world\n"),
+    );
     let v = embeddings(&o);
     assert_eq!(v.len(), 2, "the empty line is skipped");
     let cos = cosine(&v[0], &ollama_vector());
     assert!(cos >= 0.999, "Q8_0 cosine to Ollama's F16 vector {cos}");
-    assert!(cosine(&v[0], &v[1]) < 0.9, "different texts, different vectors");
+    assert!(
+        cosine(&v[0], &v[1]) < 0.9,
+        "different texts, different vectors"
+    );
 }
 
 #[test]
@@ -118,11 +155,21 @@ fn show_describes_the_model() {
         let o = quiver(&dir.0, &["show", model], None);
         assert!(o.status.success(), "{}", stderr(&o));
         let out = stdout(&o);
-        for want in ["architecture        bert", "22.57M", "context length      512", "embedding length    384", "F16", "mean"] {
+        for want in [
+            "architecture        bert",
+            "22.57M",
+            "context length      512",
+            "embedding length    384",
+            "F16",
+            "mean",
+        ] {
             assert!(out.contains(want), "show {model} lacks {want:?}:\n{out}");
         }
         assert!(out.contains("tokenizer.ggml.tokens"), "{out}");
-        assert!(out.contains("[String; 30522]"), "the vocabulary is summarised:\n{out}");
+        assert!(
+            out.contains("[String; 30522]"),
+            "the vocabulary is summarised:\n{out}"
+        );
         assert!(out.len() < 10_000, "no 30k-entry dump");
     }
 }
@@ -132,11 +179,18 @@ fn create_list_show_and_rm_on_a_temporary_store() {
     let dir = TempDir::new("create");
     let o = quiver(&dir.0, &["create", "mini:q8", "-f", Q8], None);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(dir.0.join("manifests/registry.ollama.ai/library/mini/q8").is_file());
+    assert!(dir
+        .0
+        .join("manifests/registry.ollama.ai/library/mini/q8")
+        .is_file());
 
     let o = quiver(&dir.0, &["show", "mini:q8"], None);
     assert!(stdout(&o).contains("Q8_0"), "{}", stdout(&o));
-    let v = embeddings(&quiver(&dir.0, &["embed", "-m", "mini:q8", "why is the sky blue?"], None));
+    let v = embeddings(&quiver(
+        &dir.0,
+        &["embed", "-m", "mini:q8", "why is the sky blue?"],
+        None,
+    ));
     assert!(cosine(&v[0], &ollama_vector()) >= 0.999);
 
     let o = quiver(&dir.0, &["rm", "mini:q8"], None);
@@ -154,7 +208,11 @@ fn create_refuses_a_non_gguf_file() {
     let dir = TempDir::new("junk");
     let junk = dir.0.join("junk.gguf");
     std::fs::write(&junk, b"not a model").unwrap();
-    let o = quiver(&dir.0.join("store"), &["create", "junk", "-f", junk.to_str().unwrap()], None);
+    let o = quiver(
+        &dir.0.join("store"),
+        &["create", "junk", "-f", junk.to_str().unwrap()],
+        None,
+    );
     assert!(!o.status.success());
     assert!(stderr(&o).contains("not a GGUF file"), "{}", stderr(&o));
 }
@@ -163,11 +221,19 @@ fn create_refuses_a_non_gguf_file() {
 fn hostile_names_fail_clearly() {
     let dir = TempDir::new("hostile");
     for name in ["../../etc/passwd", "a/../../b", "%2e%2e", "x\\y"] {
-        for args in [vec!["show", name], vec!["embed", "-m", name, "hi"], vec!["rm", name], vec!["create", name, "-f", Q8]] {
+        for args in [
+            vec!["show", name],
+            vec!["embed", "-m", name, "hi"],
+            vec!["rm", name],
+            vec!["create", name, "-f", Q8],
+        ] {
             let o = quiver(&dir.0, &args, None);
             assert_eq!(o.status.code(), Some(1), "{args:?}");
             let err = stderr(&o);
-            assert!(err.starts_with("Error: invalid model name"), "{args:?}: {err}");
+            assert!(
+                err.starts_with("Error: invalid model name"),
+                "{args:?}: {err}"
+            );
             assert!(stdout(&o).is_empty());
         }
     }
@@ -225,12 +291,18 @@ fn list_and_ps_print_ollamas_tables_from_a_server() {
     let out = stdout(&o);
     assert!(out.starts_with("NAME "), "{out}");
     assert!(out.contains("ID") && out.contains("SIZE") && out.contains("MODIFIED"));
-    assert!(out.contains("all-minilm:latest   1b226e2802db   46 MB   "), "{out}");
+    assert!(
+        out.contains("all-minilm:latest   1b226e2802db   46 MB   "),
+        "{out}"
+    );
     assert!(out.trim_end().ends_with("years ago"), "{out}");
     let o = run("ps");
     let out = stdout(&o);
     assert!(out.contains("PROCESSOR") && out.contains("UNTIL"), "{out}");
-    assert!(out.contains("100% CPU") && out.trim_end().ends_with("Forever"), "{out}");
+    assert!(
+        out.contains("100% CPU") && out.trim_end().ends_with("Forever"),
+        "{out}"
+    );
     server.join().unwrap();
 }
 

@@ -7,12 +7,22 @@ pub enum Command {
     Version,
     Serve,
     /// `texts` empty: read one input per line from stdin.
-    Embed { model: String, texts: Vec<String> },
-    Show { model: String },
+    Embed {
+        model: String,
+        texts: Vec<String>,
+    },
+    Show {
+        model: String,
+    },
     List,
     Ps,
-    Create { name: String, file: String },
-    Rm { names: Vec<String> },
+    Create {
+        name: String,
+        file: String,
+    },
+    Rm {
+        names: Vec<String>,
+    },
 }
 
 pub const USAGE: &str = "\
@@ -45,7 +55,9 @@ fn usage_err(msg: &str) -> String {
 
 /// Parses `args` (without the program name).
 pub fn parse_args(args: &[String]) -> Result<Command, String> {
-    let Some((first, rest)) = args.split_first() else { return Ok(Command::Help) };
+    let Some((first, rest)) = args.split_first() else {
+        return Ok(Command::Help);
+    };
     let wants_help = rest.iter().any(|a| a == "-h" || a == "--help");
     let command = match first.as_str() {
         "-h" | "--help" | "help" => return Ok(Command::Help),
@@ -72,19 +84,30 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
                 match a.as_str() {
                     "--" if !only_text => only_text = true,
                     "-m" | "--model" if !only_text => {
-                        model = Some(it.next().ok_or_else(|| usage_err("-m needs a model name or .gguf path"))?.clone())
+                        model = Some(
+                            it.next()
+                                .ok_or_else(|| usage_err("-m needs a model name or .gguf path"))?
+                                .clone(),
+                        )
                     }
-                    s if !only_text && s.starts_with("--model=") => model = Some(s["--model=".len()..].to_string()),
+                    s if !only_text && s.starts_with("--model=") => {
+                        model = Some(s["--model=".len()..].to_string())
+                    }
                     s if !only_text && s.starts_with('-') && s.len() > 1 => {
                         return Err(usage_err(&format!("unknown flag {s:?} for embed")))
                     }
                     _ => texts.push(a.clone()),
                 }
             }
-            Command::Embed { model: model.unwrap_or_else(|| crate::store::bundled::NAME.to_string()), texts }
+            Command::Embed {
+                model: model.unwrap_or_else(|| crate::store::bundled::NAME.to_string()),
+                texts,
+            }
         }
         "show" => match rest {
-            [model] => Command::Show { model: model.clone() },
+            [model] => Command::Show {
+                model: model.clone(),
+            },
             _ => return Err(usage_err("show takes one model: quiver show MODEL")),
         },
         "create" => {
@@ -94,7 +117,11 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
             while let Some(a) = it.next() {
                 match a.as_str() {
                     "-f" | "--file" => {
-                        file = Some(it.next().ok_or_else(|| usage_err("-f needs a .gguf file"))?.clone())
+                        file = Some(
+                            it.next()
+                                .ok_or_else(|| usage_err("-f needs a .gguf file"))?
+                                .clone(),
+                        )
                     }
                     s if s.starts_with('-') && s.len() > 1 => {
                         return Err(usage_err(&format!("unknown flag {s:?} for create")))
@@ -112,7 +139,9 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
             if rest.is_empty() {
                 return Err(usage_err("usage: quiver rm NAME..."));
             }
-            Command::Rm { names: rest.to_vec() }
+            Command::Rm {
+                names: rest.to_vec(),
+            }
         }
         other => return Err(usage_err(&format!("unknown command {other:?}"))),
     };
@@ -142,17 +171,31 @@ mod tests {
         assert_eq!(p(&["ls"]), Ok(Command::List));
         assert_eq!(
             p(&["embed", "-m", "x", "a", "b"]),
-            Ok(Command::Embed { model: "x".into(), texts: vec!["a".into(), "b".into()] })
+            Ok(Command::Embed {
+                model: "x".into(),
+                texts: vec!["a".into(), "b".into()]
+            })
         );
         assert_eq!(
             p(&["embed", "--", "-m"]),
-            Ok(Command::Embed { model: "all-minilm".into(), texts: vec!["-m".into()] })
+            Ok(Command::Embed {
+                model: "all-minilm".into(),
+                texts: vec!["-m".into()]
+            })
         );
         assert_eq!(
             p(&["create", "-f", "a.gguf", "name"]),
-            Ok(Command::Create { name: "name".into(), file: "a.gguf".into() })
+            Ok(Command::Create {
+                name: "name".into(),
+                file: "a.gguf".into()
+            })
         );
-        assert_eq!(p(&["rm", "a", "b"]), Ok(Command::Rm { names: vec!["a".into(), "b".into()] }));
+        assert_eq!(
+            p(&["rm", "a", "b"]),
+            Ok(Command::Rm {
+                names: vec!["a".into(), "b".into()]
+            })
+        );
         assert_eq!(p(&["show", "m", "--help"]), Ok(Command::Help));
     }
 

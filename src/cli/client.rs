@@ -22,7 +22,10 @@ pub fn server_address(var: Option<&str>) -> Result<(String, String), String> {
     let rest = rest.split('/').next().unwrap_or("");
     let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
         let (h, after) = v6.split_once(']').ok_or("OLLAMA_HOST: unclosed '['")?;
-        (h.to_string(), after.strip_prefix(':').unwrap_or("").to_string())
+        (
+            h.to_string(),
+            after.strip_prefix(':').unwrap_or("").to_string(),
+        )
     } else {
         match rest.rsplit_once(':') {
             Some((h, p)) => (h.to_string(), p.to_string()),
@@ -34,7 +37,11 @@ pub fn server_address(var: Option<&str>) -> Result<(String, String), String> {
         "::" => "::1".to_string(),
         _ => host,
     };
-    let port = if port.is_empty() { "11434".to_string() } else { port };
+    let port = if port.is_empty() {
+        "11434".to_string()
+    } else {
+        port
+    };
     if port.parse::<u16>().is_err() {
         return Err(format!("OLLAMA_HOST: invalid port {port:?}"));
     }
@@ -45,9 +52,18 @@ pub fn server_address(var: Option<&str>) -> Result<(String, String), String> {
 /// message Ollama's CLI gives.
 pub fn get_json(path: &str) -> Result<serde_json::Value, String> {
     let (host, port) = server_address(std::env::var("OLLAMA_HOST").ok().as_deref())?;
-    let authority = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
-    let not_running = || format!("could not connect to a running quiver or Ollama server at {authority} (start one with `quiver serve`)");
-    let addrs: Vec<_> = authority.to_socket_addrs().map_err(|_| not_running())?.collect();
+    let authority = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let not_running = || {
+        format!("could not connect to a running quiver or Ollama server at {authority} (start one with `quiver serve`)")
+    };
+    let addrs: Vec<_> = authority
+        .to_socket_addrs()
+        .map_err(|_| not_running())?
+        .collect();
     let stream = addrs
         .iter()
         .find_map(|a| TcpStream::connect_timeout(a, Duration::from_secs(3)).ok())
@@ -55,19 +71,32 @@ pub fn get_json(path: &str) -> Result<serde_json::Value, String> {
     stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
     // One write, so a server that answers as soon as it has the request line still gets it all.
     let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nAccept: application/json\r\nConnection: close\r\n\r\n");
-    (&stream).write_all(request.as_bytes()).map_err(|e| format!("{authority}: {e}"))?;
+    (&stream)
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("{authority}: {e}"))?;
 
     let mut r = BufReader::new(&stream);
     let mut status_line = String::new();
-    r.read_line(&mut status_line).map_err(|e| format!("{authority}: {e}"))?;
-    let status: u16 = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| {
-        format!("{authority}: not an HTTP response: {:?}", status_line.trim_end())
-    })?;
+    r.read_line(&mut status_line)
+        .map_err(|e| format!("{authority}: {e}"))?;
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| {
+            format!(
+                "{authority}: not an HTTP response: {:?}",
+                status_line.trim_end()
+            )
+        })?;
     let mut length = None;
     let mut chunked = false;
     loop {
         let mut line = String::new();
-        if r.read_line(&mut line).map_err(|e| format!("{authority}: {e}"))? == 0 {
+        if r.read_line(&mut line)
+            .map_err(|e| format!("{authority}: {e}"))?
+            == 0
+        {
             break;
         }
         let line = line.trim_end();
@@ -78,7 +107,9 @@ pub fn get_json(path: &str) -> Result<serde_json::Value, String> {
             let v = v.trim();
             if k.eq_ignore_ascii_case("content-length") {
                 length = v.parse::<usize>().ok();
-            } else if k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked") {
+            } else if k.eq_ignore_ascii_case("transfer-encoding")
+                && v.eq_ignore_ascii_case("chunked")
+            {
                 chunked = true;
             }
         }
@@ -88,13 +119,18 @@ pub fn get_json(path: &str) -> Result<serde_json::Value, String> {
     } else {
         let mut body = Vec::new();
         let limit = length.unwrap_or(MAX_BODY).min(MAX_BODY) as u64;
-        r.take(limit).read_to_end(&mut body).map_err(|e| format!("{authority}: {e}"))?;
+        r.take(limit)
+            .read_to_end(&mut body)
+            .map_err(|e| format!("{authority}: {e}"))?;
         body
     };
-    let json: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|e| format!("{authority}{path}: invalid JSON in the response: {e}"))?;
+    let json: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| format!("{authority}{path}: invalid JSON in the response: {e}"))?;
     if !(200..300).contains(&status) {
-        let msg = json.get("error").and_then(|e| e.as_str()).unwrap_or("request failed");
+        let msg = json
+            .get("error")
+            .and_then(|e| e.as_str())
+            .unwrap_or("request failed");
         return Err(format!("{msg} (HTTP {status})"));
     }
     Ok(json)
@@ -106,7 +142,8 @@ fn read_chunked(r: &mut impl BufRead) -> Result<Vec<u8>, String> {
         let mut size_line = String::new();
         r.read_line(&mut size_line).map_err(|e| e.to_string())?;
         let size_hex = size_line.trim().split(';').next().unwrap_or("");
-        let size = usize::from_str_radix(size_hex, 16).map_err(|_| "malformed chunked response".to_string())?;
+        let size = usize::from_str_radix(size_hex, 16)
+            .map_err(|_| "malformed chunked response".to_string())?;
         if size == 0 {
             return Ok(body);
         }
@@ -115,7 +152,8 @@ fn read_chunked(r: &mut impl BufRead) -> Result<Vec<u8>, String> {
         }
         let start = body.len();
         body.resize(start + size, 0);
-        r.read_exact(&mut body[start..]).map_err(|e| e.to_string())?;
+        r.read_exact(&mut body[start..])
+            .map_err(|e| e.to_string())?;
         let mut crlf = [0u8; 2];
         r.read_exact(&mut crlf).map_err(|e| e.to_string())?;
     }
@@ -133,7 +171,10 @@ mod tests {
         assert_eq!(a(Some("0.0.0.0")).unwrap(), "127.0.0.1 11434");
         assert_eq!(a(Some("0.0.0.0:8080")).unwrap(), "127.0.0.1 8080");
         assert_eq!(a(Some(":9000")).unwrap(), "127.0.0.1 9000");
-        assert_eq!(a(Some("http://example.com:1234")).unwrap(), "example.com 1234");
+        assert_eq!(
+            a(Some("http://example.com:1234")).unwrap(),
+            "example.com 1234"
+        );
         assert_eq!(a(Some("http://example.com/")).unwrap(), "example.com 11434");
         assert_eq!(a(Some("[::1]:5000")).unwrap(), "::1 5000");
         assert!(a(Some("host:notaport")).is_err());

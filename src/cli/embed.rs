@@ -16,7 +16,11 @@ const BATCH: usize = 64;
 
 pub fn run(store: &Store, model_name: &str, texts: Vec<String>) -> CliResult {
     let start = Instant::now();
-    let texts = if texts.is_empty() { read_stdin_lines()? } else { texts };
+    let texts = if texts.is_empty() {
+        read_stdin_lines()?
+    } else {
+        texts
+    };
     let entry = resolve_model(store, model_name)?;
     let model = Model::load(entry.open()?, Arc::new(Cpu))?;
     let load_duration = start.elapsed();
@@ -24,7 +28,10 @@ pub fn run(store: &Store, model_name: &str, texts: Vec<String>) -> CliResult {
     let mut embeddings = Vec::with_capacity(texts.len());
     let mut tokens = 0usize;
     for chunk in texts.chunks(BATCH) {
-        let seqs = chunk.iter().map(|t| model.prepare(t, None, true)).collect::<Result<Vec<_>, _>>()?;
+        let seqs = chunk
+            .iter()
+            .map(|t| model.prepare(t, None, true))
+            .collect::<Result<Vec<_>, _>>()?;
         tokens += seqs.iter().map(Vec::len).sum::<usize>();
         let mut vectors = model.embed_tokens(&seqs)?;
         vectors.iter_mut().for_each(|v| normalize(v));

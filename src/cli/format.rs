@@ -5,8 +5,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Ollama's `format.HumanBytes`: decimal units, no decimals from 10 up, one below unless whole
 /// (`46 MB`, `1.5 GB`, `512 B`).
 pub fn human_bytes(b: u64) -> String {
-    const UNITS: [(u64, &str); 4] = [(1_000_000_000_000, "TB"), (1_000_000_000, "GB"), (1_000_000, "MB"), (1_000, "KB")];
-    let Some(&(scale, unit)) = UNITS.iter().find(|(s, _)| b >= *s) else { return format!("{b} B") };
+    const UNITS: [(u64, &str); 4] = [
+        (1_000_000_000_000, "TB"),
+        (1_000_000_000, "GB"),
+        (1_000_000, "MB"),
+        (1_000, "KB"),
+    ];
+    let Some(&(scale, unit)) = UNITS.iter().find(|(s, _)| b >= *s) else {
+        return format!("{b} B");
+    };
     let value = b as f64 / scale as f64;
     if value >= 10.0 || value == value.trunc() {
         format!("{} {unit}", value as u64)
@@ -61,9 +68,17 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let b = s.as_bytes();
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
         let part = s.get(r)?;
-        part.bytes().all(|c| c.is_ascii_digit()).then(|| part.parse().ok())?
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
     };
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
@@ -87,7 +102,10 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     }
     let offset = match &s[i..] {
         "Z" | "z" => 0,
-        tz if tz.len() == 6 && (tz.starts_with('+') || tz.starts_with('-')) && tz.as_bytes()[3] == b':' => {
+        tz if tz.len() == 6
+            && (tz.starts_with('+') || tz.starts_with('-'))
+            && tz.as_bytes()[3] == b':' =>
+        {
             let h = num(i + 1..i + 3)?;
             let m = num(i + 4..i + 6)?;
             let sign = if tz.starts_with('-') { -1 } else { 1 };
@@ -143,8 +161,14 @@ mod tests {
         assert_eq!(ago(20 * 86400), "2 weeks ago");
         assert_eq!(ago(100 * 86400), "3 months ago");
         assert_eq!(ago(800 * 86400), "2 years ago");
-        assert_eq!(human_time(now + Duration::from_secs(4 * 60 + 30), now), "4 minutes from now");
-        assert_eq!(human_time(now + Duration::from_secs(300 * 365 * 86400), now), "Forever");
+        assert_eq!(
+            human_time(now + Duration::from_secs(4 * 60 + 30), now),
+            "4 minutes from now"
+        );
+        assert_eq!(
+            human_time(now + Duration::from_secs(300 * 365 * 86400), now),
+            "Forever"
+        );
     }
 
     #[test]
@@ -156,8 +180,22 @@ mod tests {
             parse_rfc3339("1970-01-02T00:00:00Z").unwrap(),
             UNIX_EPOCH + Duration::from_secs(86400)
         );
-        assert_eq!(parse_rfc3339("2000-03-01T00:00:00Z").unwrap().duration_since(UNIX_EPOCH).unwrap().as_secs(), 951_868_800);
-        for bad in ["", "2026-11-24", "2026-13-01T00:00:00Z", "2026-11-24T14:38:31", "2026-11-24T14:38:31.Z", "ÿÿÿÿ-11-24T14:38:31Z"] {
+        assert_eq!(
+            parse_rfc3339("2000-03-01T00:00:00Z")
+                .unwrap()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+            951_868_800
+        );
+        for bad in [
+            "",
+            "2026-11-24",
+            "2026-13-01T00:00:00Z",
+            "2026-11-24T14:38:31",
+            "2026-11-24T14:38:31.Z",
+            "ÿÿÿÿ-11-24T14:38:31Z",
+        ] {
             assert!(parse_rfc3339(bad).is_none(), "{bad}");
         }
     }

@@ -51,7 +51,11 @@ pub fn run(args: Vec<String>, bundled: Option<&'static [u8]>) -> CliResult {
         Command::Ps => tables::ps(),
         Command::Create { name, file } => {
             let entry = store().create(&name, Path::new(&file))?;
-            println!("created {} ({})", entry.name.display_short(), &entry.digest[..12]);
+            println!(
+                "created {} ({})",
+                entry.name.display_short(),
+                &entry.digest[..12]
+            );
             Ok(())
         }
         Command::Rm { names } => {

@@ -34,7 +34,10 @@ pub fn describe(h: &Gguf) -> String {
     if let Some(n) = key("embedding_length") {
         model_rows.push(("embedding length".to_string(), n.to_string()));
     }
-    model_rows.push(("quantization".to_string(), file_type_name(h.get_u64("general.file_type")).to_string()));
+    model_rows.push((
+        "quantization".to_string(),
+        file_type_name(h.get_u64("general.file_type")).to_string(),
+    ));
     if let Some(p) = pooling {
         model_rows.push(("pooling".to_string(), p.name().to_string()));
     }
@@ -47,14 +50,26 @@ pub fn describe(h: &Gguf) -> String {
     } else {
         "embedding (last-token pooling)"
     };
-    section(&mut out, "Capabilities", &[(capability.to_string(), String::new())]);
-    let meta: Vec<(String, String)> = h.metadata.iter().map(|(k, v)| (k.clone(), show_value(v))).collect();
+    section(
+        &mut out,
+        "Capabilities",
+        &[(capability.to_string(), String::new())],
+    );
+    let meta: Vec<(String, String)> = h
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), show_value(v)))
+        .collect();
     section(&mut out, "Metadata", &meta);
     out
 }
 
 fn section(out: &mut String, title: &str, rows: &[(String, String)]) {
-    let width = rows.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
+    let width = rows
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
     out.push_str(&format!("  {title}\n"));
     for (k, v) in rows {
         if v.is_empty() {
@@ -80,7 +95,10 @@ fn show_value(v: &Value) -> String {
             }
         }
         Value::Array(_, items) if items.len() <= MAX_ARRAY_SHOWN => {
-            format!("[{}]", items.iter().map(show_value).collect::<Vec<_>>().join(", "))
+            format!(
+                "[{}]",
+                items.iter().map(show_value).collect::<Vec<_>>().join(", ")
+            )
         }
         other => other.to_string(),
     }

@@ -19,7 +19,9 @@ pub fn ps() -> CliResult {
 }
 
 fn models(json: &Value) -> &[Value] {
-    json.get("models").and_then(Value::as_array).map_or(&[], Vec::as_slice)
+    json.get("models")
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
 }
 
 fn str_of<'a>(m: &'a Value, key: &str) -> &'a str {
@@ -29,7 +31,11 @@ fn str_of<'a>(m: &'a Value, key: &str) -> &'a str {
 /// The first 12 hex digits of a digest, as Ollama shows an ID.
 fn short_id(m: &Value) -> String {
     let d = str_of(m, "digest");
-    d.strip_prefix("sha256:").unwrap_or(d).chars().take(12).collect()
+    d.strip_prefix("sha256:")
+        .unwrap_or(d)
+        .chars()
+        .take(12)
+        .collect()
 }
 
 fn when(m: &Value, key: &str, now: SystemTime, zero: &str) -> String {
@@ -58,7 +64,11 @@ pub fn ps_table(json: &Value, now: SystemTime) -> String {
         .iter()
         .map(|m| {
             let size = m.get("size").and_then(Value::as_u64).unwrap_or(0);
-            let vram = m.get("size_vram").and_then(Value::as_u64).unwrap_or(0).min(size);
+            let vram = m
+                .get("size_vram")
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+                .min(size);
             vec![
                 str_of(m, "name").to_string(),
                 short_id(m),
@@ -124,9 +134,18 @@ mod tests {
         ]});
         let t = list_table(&json, now);
         let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines[0], "NAME                      ID             SIZE     MODIFIED");
-        assert_eq!(lines[1], "all-minilm:latest         1b226e2802db   45 MB    2 weeks ago");
-        assert_eq!(lines[2], "nomic-embed-text:latest   0a109f422b47   274 MB   5 minutes ago");
+        assert_eq!(
+            lines[0],
+            "NAME                      ID             SIZE     MODIFIED"
+        );
+        assert_eq!(
+            lines[1],
+            "all-minilm:latest         1b226e2802db   45 MB    2 weeks ago"
+        );
+        assert_eq!(
+            lines[2],
+            "nomic-embed-text:latest   0a109f422b47   274 MB   5 minutes ago"
+        );
     }
 
     #[test]
@@ -137,9 +156,20 @@ mod tests {
              "expires_at": "2026-11-24T05:04:30-07:00"},
         ]});
         let t = ps_table(&json, now);
-        assert!(t.starts_with("NAME                ID             SIZE    PROCESSOR   UNTIL\n"), "{t}");
-        assert!(t.contains("all-minilm:latest   1b226e2802db   46 MB   100% CPU    4 minutes from now"), "{t}");
-        assert_eq!(ps_table(&serde_json::json!({"models": []}), now).lines().count(), 1);
+        assert!(
+            t.starts_with("NAME                ID             SIZE    PROCESSOR   UNTIL\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("all-minilm:latest   1b226e2802db   46 MB   100% CPU    4 minutes from now"),
+            "{t}"
+        );
+        assert_eq!(
+            ps_table(&serde_json::json!({"models": []}), now)
+                .lines()
+                .count(),
+            1
+        );
         assert_eq!(processor(100, 48), "52%/48% CPU/GPU");
         assert_eq!(processor(100, 100), "100% GPU");
     }
