@@ -76,11 +76,12 @@ fn serve(store: Store) -> CliResult {
     Err("the HTTP server is not built into this quiver yet".into())
 }
 
-/// A model given on the command line: a path to a `.gguf` file, or a name in the store.
+/// A model given on the command line: a path when it ends in `.gguf`, otherwise a name in the
+/// store. The rule looks only at the text, never at what happens to exist on disk, so a name
+/// like `../../etc/passwd` is always judged (and refused) as a name.
 pub fn resolve_model(store: &Store, model: &str) -> Result<ModelEntry, crate::store::StoreError> {
-    let path = Path::new(model);
-    if model.ends_with(".gguf") || (model.contains(std::path::MAIN_SEPARATOR) && path.is_file()) {
-        store.resolve_path(path)
+    if model.to_ascii_lowercase().ends_with(".gguf") {
+        store.resolve_path(Path::new(model))
     } else {
         store.resolve(model)
     }
