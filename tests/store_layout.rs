@@ -369,7 +369,11 @@ fn remove_keeps_blobs_another_manifest_uses() {
 
     store.remove("NS/B:V1").unwrap();
     assert!(!blob.exists());
-    assert!(files(tmp.path()).is_empty(), "{:?}", files(tmp.path()));
+    assert_eq!(
+        files(tmp.path()),
+        [".quiver-lock"],
+        "only the lock file is left"
+    );
     assert!(matches!(store.remove("a"), Err(StoreError::NotFound(_))));
 }
 
@@ -458,4 +462,30 @@ fn from_env_orders_quiver_then_ollama() {
         Store::from_env(None).roots,
         vec![PathBuf::from("/home/x/.ollama/models")]
     );
+}
+
+#[test]
+fn concurrent_create_and_remove_never_lose_a_blob_in_use() {
+    let tmp = TempDir::new("race");
+    let root = tmp.path().to_path_buf();
+    let stores: Vec<Store> = (0..2)
+        .map(|_| Store::new(vec![root.clone()], None))
+        .collect();
+    std::thread::scope(|s| {
+        // One writer keeps re-creating `keep`; the other creates and removes `churn`, whose
+        // removal collects the shared blob whenever it thinks nothing else uses it.
+        s.spawn(|| {
+            for _ in 0..8 {
+                stores[0].create("keep", Path::new(Q8)).unwrap();
+            }
+        });
+        s.spawn(|| {
+            for _ in 0..8 {
+                stores[1].create("churn", Path::new(Q8)).unwrap();
+                stores[1].remove("churn").unwrap();
+            }
+        });
+    });
+    let e = stores[0].resolve("keep").unwrap();
+    assert!(e.open().is_ok(), "the blob `keep` refers to is still there");
 }

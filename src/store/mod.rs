@@ -191,6 +191,7 @@ impl Store {
         let config = config_json(&file);
         drop(file);
 
+        let _lock = lock_root(root)?;
         let src = std::fs::File::open(gguf).map_err(|e| manifest::io_err(gguf, e))?;
         let (model_digest, model_size) =
             manifest::write_blob(root, &mut std::io::BufReader::new(src))?;
@@ -249,6 +250,7 @@ impl Store {
         let parsed = ModelName::parse(name)?;
         for root in &self.roots {
             if let Some((_, path)) = find_manifest(root, &parsed) {
+                let _lock = lock_root(root)?;
                 let m = Manifest::read(&path);
                 std::fs::remove_file(&path).map_err(|e| manifest::io_err(&path, e))?;
                 prune_empty_dirs(root, &path);
@@ -278,6 +280,22 @@ impl Store {
             modified: bundled::modified(),
         })
     }
+}
+
+/// Holds `<root>/.quiver-lock` exclusively until the returned file is dropped, so that one
+/// Quiver process's `remove` (which prunes directories and collects unreferenced blobs) cannot
+/// run between another's writing a blob and writing the manifest that refers to it.
+fn lock_root(root: &Path) -> Result<std::fs::File, StoreError> {
+    std::fs::create_dir_all(root).map_err(|e| manifest::io_err(root, e))?;
+    let path = root.join(".quiver-lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| manifest::io_err(&path, e))?;
+    f.lock().map_err(|e| manifest::io_err(&path, e))?;
+    Ok(f)
 }
 
 /// `<root>/manifests/<host>/<namespace>/<model>` for a validated name.
