@@ -324,3 +324,41 @@ fn version_help_and_usage_errors() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("unknown command"));
 }
+
+#[test]
+fn models_pulled_by_ollama_are_found_and_create_writes_to_quiver_models() {
+    use sha2::Digest;
+    let dir = TempDir::new("ollamadir");
+    // quiver() points OLLAMA_MODELS at <store>/ollama-none: lay a pulled model out there.
+    let ollama = dir.0.join("ollama-none");
+    let gguf = std::fs::read(Q8).unwrap();
+    let hex: String = sha2::Sha256::digest(&gguf)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    std::fs::create_dir_all(ollama.join("blobs")).unwrap();
+    std::fs::write(ollama.join(format!("blobs/sha256-{hex}")), &gguf).unwrap();
+    let mdir = ollama.join("manifests/registry.ollama.ai/someone/mini");
+    std::fs::create_dir_all(&mdir).unwrap();
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","digest":"sha256:{}","size":2}},"layers":[{{"mediaType":"application/vnd.ollama.image.model","digest":"sha256:{hex}","size":{}}}]}}"#,
+        "0".repeat(64),
+        gguf.len()
+    );
+    std::fs::write(mdir.join("v1"), manifest).unwrap();
+
+    let o = quiver(&dir.0, &["show", "someone/mini:v1"], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("Q8_0"));
+
+    let o = quiver(&dir.0, &["create", "mine", "-f", Q8], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(dir
+        .0
+        .join("manifests/registry.ollama.ai/library/mine/latest")
+        .is_file());
+    assert!(
+        !ollama.join("manifests/registry.ollama.ai/library").exists(),
+        "Ollama's dir untouched"
+    );
+}
