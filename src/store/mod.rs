@@ -75,7 +75,9 @@ impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreError::InvalidName(why) => write!(f, "invalid model name: {why}"),
-            StoreError::NotFound(name) => write!(f, "model {name:?} not found, try pulling it first"),
+            StoreError::NotFound(name) => {
+                write!(f, "model {name:?} not found, try pulling it first")
+            }
             StoreError::Io(e) => write!(f, "{e}"),
             StoreError::Corrupt(e) => write!(f, "{e}"),
         }

@@ -12,11 +12,17 @@ pub struct WordPiece {
 impl WordPiece {
     pub fn from_gguf(g: &Gguf) -> Result<WordPiece, TokenizerError> {
         let vocab = super::vocab(g)?;
-        let cls = super::token_id(g, "tokenizer.ggml.cls_token_id", vocab.len())?
-            .or(super::token_id(g, "tokenizer.ggml.bos_token_id", vocab.len())?);
-        let sep = super::token_id(g, "tokenizer.ggml.seperator_token_id", vocab.len())?
-            .or(super::token_id(g, "tokenizer.ggml.eos_token_id", vocab.len())?);
-        Ok(WordPiece { prefix: cls.into_iter().collect(), suffix: sep.into_iter().collect(), vocab })
+        let cls = super::token_id(g, "tokenizer.ggml.cls_token_id", vocab.len())?.or(
+            super::token_id(g, "tokenizer.ggml.bos_token_id", vocab.len())?,
+        );
+        let sep = super::token_id(g, "tokenizer.ggml.seperator_token_id", vocab.len())?.or(
+            super::token_id(g, "tokenizer.ggml.eos_token_id", vocab.len())?,
+        );
+        Ok(WordPiece {
+            prefix: cls.into_iter().collect(),
+            suffix: sep.into_iter().collect(),
+            vocab,
+        })
     }
 }
 
