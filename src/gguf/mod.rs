@@ -142,6 +142,14 @@ impl Gguf {
                 .iter()
                 .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
                 .ok_or_else(|| bad("element count overflows".into()))?;
+            // A zero dim makes that product 0 whatever the others are, yet the row count
+            // (dims[1..]) and other partial products are still computed from them later: every
+            // partial product must fit too, which it does when the product of the non-zero dims
+            // does.
+            shape
+                .iter()
+                .try_fold(1usize, |acc, &d| acc.checked_mul(d.max(1)))
+                .ok_or_else(|| bad(format!("dimensions {:?} overflow", &shape[..n_dims])))?;
             if shape[0] % dtype.block().0 != 0 {
                 return Err(bad(format!(
                     "row of {} elements is not a whole number of {dtype} blocks",
