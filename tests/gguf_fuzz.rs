@@ -482,7 +482,7 @@ fn tensor_offset_past_the_end() {
 
 #[test]
 fn tensor_offset_plus_size_overflows() {
-    for off in [u64::MAX & !31, (1u64 << 63), u64::MAX - 31 - 63] {
+    for off in [0xffff_ffff_ffff_ffe0, 1u64 << 63, u64::MAX - 94] {
         let mut b = sample();
         let e = entry(&b, "t.f32");
         put_u64(&mut b, e.offset, off);

@@ -14,8 +14,10 @@ const TYPES: [&str; 12] = [
 fn zoo() -> GgufFile {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/quant-zoo.gguf");
     let bytes = std::fs::read(path).expect("fixtures/quant-zoo.gguf");
-    GgufFile::from_bytes(ModelBytes::Owned(quiver::gguf::AlignedBytes::copy_from(&bytes)))
-        .expect("quant-zoo parses")
+    GgufFile::from_bytes(ModelBytes::Owned(quiver::gguf::AlignedBytes::copy_from(
+        &bytes,
+    )))
+    .expect("quant-zoo parses")
 }
 
 #[test]
@@ -23,18 +25,32 @@ fn every_block_format_matches_gguf_py_bit_for_bit() {
     let zoo = zoo();
     let mut failures = Vec::new();
     for name in TYPES {
-        let q = zoo.tensor(&format!("{name}.q")).unwrap_or_else(|| panic!("{name}.q missing"));
-        let want = zoo.tensor(&format!("{name}.f32")).unwrap_or_else(|| panic!("{name}.f32"));
-        assert_eq!(q.dtype, DType::from_name(name).unwrap(), "{name}.q has the wrong dtype");
+        let q = zoo
+            .tensor(&format!("{name}.q"))
+            .unwrap_or_else(|| panic!("{name}.q missing"));
+        let want = zoo
+            .tensor(&format!("{name}.f32"))
+            .unwrap_or_else(|| panic!("{name}.f32"));
+        assert_eq!(
+            q.dtype,
+            DType::from_name(name).unwrap(),
+            "{name}.q has the wrong dtype"
+        );
         assert_eq!(want.dtype, DType::F32);
-        assert_eq!(q.n_elements(), want.n_elements(), "{name}: element counts differ");
+        assert_eq!(
+            q.n_elements(),
+            want.n_elements(),
+            "{name}: element counts differ"
+        );
         assert!(q.n_elements() >= 256, "{name}: at least one super-block");
 
         let mut got = vec![f32::NAN; q.n_elements()];
         dequantize(q.dtype, q.data, &mut got);
         let want = want.to_f32();
         if let Some(i) = (0..got.len()).find(|&i| got[i].to_bits() != want[i].to_bits()) {
-            let diffs = (0..got.len()).filter(|&i| got[i].to_bits() != want[i].to_bits()).count();
+            let diffs = (0..got.len())
+                .filter(|&i| got[i].to_bits() != want[i].to_bits())
+                .count();
             failures.push(format!(
                 "{name}: {diffs} of {} differ; first at element {i} (row {}, col {}): got {:e} \
                  ({:#010x}), want {:e} ({:#010x})",
@@ -61,7 +77,11 @@ fn rows_dequantise_like_the_whole_tensor() {
         let mut row = vec![0.0; q.row_len()];
         for r in 0..q.n_rows() {
             q.dequantize_row(r, &mut row);
-            assert_eq!(row, whole[r * q.row_len()..(r + 1) * q.row_len()], "{name} row {r}");
+            assert_eq!(
+                row,
+                whole[r * q.row_len()..(r + 1) * q.row_len()],
+                "{name} row {r}"
+            );
         }
     }
 }

@@ -76,8 +76,8 @@ mod tests {
         // Weight i gets quant (i / 7) % 4; sub-block s has scale s % 16, min 15 - s.
         let q = |i: usize| ((i / 7) % 4) as u8;
         let mut b = vec![0u8; BlockQ2K::BYTES];
-        for s in 0..16 {
-            b[s] = (s as u8 % 16) | ((15 - s as u8) << 4);
+        for (s, b) in b[..16].iter_mut().enumerate() {
+            *b = (s as u8 % 16) | ((15 - s as u8) << 4);
         }
         for i in 0..256 {
             let (half, k, l) = (i / 128, (i % 128) / 32, i % 32);
@@ -87,10 +87,10 @@ mod tests {
         b[82..84].copy_from_slice(&f16::from_f32(0.25).to_le_bytes());
         let mut out = [0.0; 256];
         BlockQ2K::to_float(&b, &mut out);
-        for i in 0..256 {
+        for (i, &got) in out.iter().enumerate() {
             let s = i / 16;
             let want = 0.5 * (s % 16) as f32 * q(i) as f32 - 0.25 * (15 - s) as f32;
-            assert_eq!(out[i], want, "weight {i}");
+            assert_eq!(got, want, "weight {i}");
         }
         assert_eq!(std::mem::size_of::<BlockQ2K>(), BlockQ2K::BYTES);
     }

@@ -127,9 +127,9 @@ mod tests {
         b[108..110].copy_from_slice(&f16::from_f32(0.5).to_le_bytes());
         let mut out = [0.0; 256];
         BlockQ3K::to_float(&b, &mut out);
-        for i in 0..256 {
+        for (i, &got) in out.iter().enumerate() {
             let want = 0.5 * sc(i / 16) as f32 * q3(i) as f32;
-            assert_eq!(out[i], want, "weight {i}");
+            assert_eq!(got, want, "weight {i}");
         }
         assert_eq!(std::mem::size_of::<BlockQ3K>(), BlockQ3K::BYTES);
     }

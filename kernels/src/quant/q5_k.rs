@@ -89,10 +89,10 @@ mod tests {
         }
         let mut out = [0.0; 256];
         BlockQ5K::to_float(&b, &mut out);
-        for i in 0..256 {
+        for (i, &got) in out.iter().enumerate() {
             let s = i / 32;
             let want = 0.25 * sc[s] as f32 * q(i) as f32 - 0.5 * m[s] as f32;
-            assert_eq!(out[i], want, "weight {i}");
+            assert_eq!(got, want, "weight {i}");
         }
         assert_eq!(std::mem::size_of::<BlockQ5K>(), BlockQ5K::BYTES);
     }

@@ -89,9 +89,9 @@ mod tests {
         b[208..210].copy_from_slice(&f16::from_f32(0.5).to_le_bytes());
         let mut out = [0.0; 256];
         BlockQ6K::to_float(&b, &mut out);
-        for i in 0..256 {
+        for (i, &got) in out.iter().enumerate() {
             let want = 0.5 * sc(i / 16) as f32 * (q(i) as f32 - 32.0);
-            assert_eq!(out[i], want, "weight {i}");
+            assert_eq!(got, want, "weight {i}");
         }
         assert_eq!(std::mem::size_of::<BlockQ6K>(), BlockQ6K::BYTES);
     }
