@@ -510,12 +510,11 @@ fn zero_row_length_cannot_hide_huge_dims() {
         .tensor("t", DType::F32, &[0, 1 << 40, 1 << 40], vec![])
         .to_bytes();
     assert!(matches!(err(&bytes), GgufError::BadTensor { .. }));
-    // A zero-sized tensor of sane dims is fine.
+    // So is an empty tensor of sane dims: no model has one.
     let bytes = GgufWriter::new()
-        .tensor("t", DType::F32, &[0, 3], vec![])
+        .tensor("t", DType::F32, &[3, 0], vec![])
         .to_bytes();
-    let g = parse(&bytes).unwrap();
-    assert_eq!(g.tensor(&bytes, "t").unwrap().n_rows(), 3);
+    assert!(matches!(err(&bytes), GgufError::BadTensor { ref why, .. } if why.contains("0")));
 }
 
 #[test]
@@ -630,7 +629,7 @@ fn bad_value_types_and_bools() {
     );
     let mut b = GgufWriter::new().meta("k", Value::Bool(true)).to_bytes();
     b[24 + 8 + 1 + 4] = 2;
-    assert!(parse(&b).is_err());
+    assert!(matches!(err(&b), GgufError::BadValue { ref key, .. } if key == "k"));
 }
 
 #[test]
