@@ -662,3 +662,20 @@ fn the_allocation_tracker_sees_large_allocations() {
     assert!(LARGEST.with(|l| l.get()) >= 1 << 20);
     drop(v);
 }
+
+#[test]
+fn the_real_fixture_models_still_parse() {
+    // The checks above must not refuse a real file.
+    for name in [
+        "all-minilm-f16.gguf",
+        "all-minilm-q8_0.gguf",
+        "quant-zoo.gguf",
+    ] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(name);
+        let file = quiver::gguf::GgufFile::open(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let g = parse(file.bytes()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!g.tensors.is_empty(), "{name}");
+    }
+}
