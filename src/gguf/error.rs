@@ -25,6 +25,11 @@ pub enum GgufError {
         what: String,
         offset: usize,
     },
+    /// A value that its type does not allow (a bool other than 0 or 1).
+    BadValue {
+        key: String,
+        why: String,
+    },
     NestedTooDeep {
         key: String,
     },
@@ -61,6 +66,7 @@ impl fmt::Display for GgufError {
             }
             BadValueType { key, code } => write!(f, "metadata {key:?}: unknown value type {code}"),
             BadString { what, offset } => write!(f, "{what} at byte {offset} is not UTF-8"),
+            BadValue { key, why } => write!(f, "metadata {key:?}: {why}"),
             NestedTooDeep { key } => write!(f, "metadata {key:?}: arrays nested too deep"),
             DuplicateKey(k) => write!(f, "metadata key {k:?} appears twice"),
             DuplicateTensor(n) => write!(f, "tensor {n:?} appears twice"),

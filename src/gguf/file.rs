@@ -45,7 +45,7 @@ impl GgufFile {
     /// Parses bytes already in memory. Tensor data must be at least 4-byte aligned for the
     /// kernels to read it in place; misaligned bytes are copied once into an aligned buffer.
     pub fn from_bytes(bytes: ModelBytes) -> Result<GgufFile, GgufError> {
-        let bytes = if bytes.as_slice().as_ptr() as usize % 64 == 0 {
+        let bytes = if (bytes.as_slice().as_ptr() as usize).is_multiple_of(64) {
             bytes
         } else {
             ModelBytes::Owned(AlignedBytes::copy_from(bytes.as_slice()))

@@ -10,6 +10,7 @@ mod error;
 mod file;
 mod reader;
 mod value;
+pub mod writer;
 
 pub use error::GgufError;
 pub use file::{AlignedBytes, GgufFile, ModelBytes};
@@ -151,6 +152,15 @@ impl Gguf {
                 .iter()
                 .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
                 .ok_or_else(|| bad("element count overflows".into()))?;
+            // A zero dim would make that product 0 whatever the others are, hiding dims whose
+            // partial products (the row count, dims[1..]) overflow, or a row count of 2^60 over
+            // empty rows for a loop to walk. No model has an empty weight: refuse it.
+            if shape[..n_dims].contains(&0) {
+                return Err(bad(format!(
+                    "dimensions {:?} include a 0",
+                    &shape[..n_dims]
+                )));
+            }
             if shape[0] % dtype.block().0 != 0 {
                 return Err(bad(format!(
                     "row of {} elements is not a whole number of {dtype} blocks",
@@ -235,7 +245,7 @@ impl Gguf {
             dtype: t.dtype,
             shape: t.shape,
             n_dims: t.n_dims,
-            data: bytes.get(t.offset..t.offset + t.len)?,
+            data: bytes.get(t.offset..t.offset.checked_add(t.len)?)?,
         })
     }
 

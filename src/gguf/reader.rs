@@ -91,8 +91,8 @@ impl<'a> Reader<'a> {
                 0 => Value::Bool(false),
                 1 => Value::Bool(true),
                 b => {
-                    return Err(GgufError::BadTensor {
-                        name: key.to_string(),
+                    return Err(GgufError::BadValue {
+                        key: key.to_string(),
                         why: format!("bool value {b} is neither 0 nor 1"),
                     })
                 }
