@@ -4,6 +4,7 @@
 //! the CPU backend runs them through `quiver_kernels`.
 
 pub mod cpu;
+pub mod gpu;
 
 pub use quiver_kernels::attention::AttnShape;
 
