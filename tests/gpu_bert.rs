@@ -11,6 +11,13 @@ use quiver::model::Model;
 use std::path::Path;
 use std::sync::Arc;
 
+/// Says why a test did nothing, straight to stderr: the harness captures `println!` of passing
+/// tests, and a skip must be visible.
+fn skip(why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {why}");
+}
+
 fn seqs() -> Vec<Vec<u32>> {
     vec![
         vec![101, 2339, 2003, 1996, 3712, 2630, 1029, 102],
@@ -29,7 +36,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 fn open(path: &str) -> Option<GgufFile> {
     let p = Path::new(path);
     if !p.exists() {
-        println!("skipped: {path} not found");
+        skip(&format!("{path} not found"));
         return None;
     }
     Some(GgufFile::open(p).unwrap())
@@ -39,7 +46,7 @@ fn compare(path: &str, min_cos: f64) {
     let gpu = match GpuBackend::new(true) {
         Ok(g) => Arc::new(g),
         Err(e) => {
-            println!("skipped: no GPU adapter ({e})");
+            skip(&format!("no GPU adapter ({e})"));
             return;
         }
     };
@@ -101,7 +108,7 @@ fn whole_forward_rejects_bad_tokens_with_an_error() {
     let gpu = match GpuBackend::new(true) {
         Ok(g) => g,
         Err(e) => {
-            println!("skipped: no GPU adapter ({e})");
+            skip(&format!("no GPU adapter ({e})"));
             return;
         }
     };
@@ -110,4 +117,39 @@ fn whole_forward_rejects_bad_tokens_with_an_error() {
     let err = bert.forward(&Batch::new(&[vec![101u32, 999_999, 102]])).unwrap_err();
     assert!(err.to_string().contains("999999"), "{err}");
     assert!(bert.forward(&Batch::new(&[Vec::<u32>::new()])).unwrap().is_empty());
+}
+
+/// The whole-forward path over every input of fixtures/all-minilm-llamacpp.json in one packed
+/// batch against llama.cpp's normalised vectors (another implementation's numbers).
+fn golden(file: &str, key: &str, min_cos: f64) {
+    let gpu = match GpuBackend::new(true) {
+        Ok(g) => g,
+        Err(e) => {
+            skip(&format!("no GPU adapter ({e})"));
+            return;
+        }
+    };
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/all-minilm-llamacpp.json")).unwrap(),
+    )
+    .unwrap();
+    let ids: Vec<Vec<u32>> = serde_json::from_value(json["token_ids"].clone()).unwrap();
+    let want: Vec<Vec<f32>> = serde_json::from_value(json["models"][key]["normalized"].clone()).unwrap();
+    let path = format!("{}/fixtures/{file}", env!("CARGO_MANIFEST_DIR"));
+    let bert = GpuBert::load(gpu.gpu().clone(), Arc::new(open(&path).unwrap())).unwrap();
+    let got = bert.embed(&Batch::new(&ids), bert.config.pooling, true).unwrap();
+    assert_eq!(got.len(), want.len());
+    let worst = got.iter().zip(&want).map(|(g, w)| cosine(g, w)).fold(1.0f64, f64::min);
+    eprintln!("{file} vs llama.cpp, {} inputs in one batch: worst cosine {worst:.7}", ids.len());
+    assert!(worst >= min_cos, "{file}: worst cosine {worst} < {min_cos}");
+}
+
+#[test]
+fn f16_whole_forward_matches_llama_cpp_vectors() {
+    golden("all-minilm-f16.gguf", "all-minilm-f16", 0.9999);
+}
+
+#[test]
+fn q8_0_whole_forward_matches_llama_cpp_vectors() {
+    golden("all-minilm-q8_0.gguf", "all-minilm-q8_0", 0.999);
 }

@@ -11,6 +11,13 @@ use quiver::tensor::{dequantize, DType, TensorView};
 use quiver_kernels::{attention, matmul::matmul_f32_ref, ops};
 use std::ops::Range;
 
+/// Says why a test did nothing, straight to stderr: the harness captures `println!` of passing
+/// tests, and a skip must be visible.
+fn skip(why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {why}");
+}
+
 fn backend() -> Option<GpuBackend> {
     match GpuBackend::new(true) {
         Ok(b) => {
@@ -18,8 +25,7 @@ fn backend() -> Option<GpuBackend> {
             Some(b)
         }
         Err(e) => {
-            println!("skipped: no GPU adapter ({e})");
-            eprintln!("skipped: no GPU adapter ({e})");
+            skip(&format!("no GPU adapter ({e})"));
             None
         }
     }
