@@ -22,7 +22,10 @@ fn seqs() -> Vec<Vec<u32>> {
     vec![
         vec![101, 2339, 2003, 1996, 3712, 2630, 1029, 102],
         vec![101, 7592, 2088, 102],
-        vec![101, 1996, 4248, 2829, 4419, 14523, 2058, 1996, 13971, 3899, 1012, 2023, 2003, 1037, 2936, 6251, 2000, 3231, 102],
+        vec![
+            101, 1996, 4248, 2829, 4419, 14523, 2058, 1996, 13971, 3899, 1012, 2023, 2003, 1037,
+            2936, 6251, 2000, 3231, 102,
+        ],
     ]
 }
 
@@ -58,16 +61,23 @@ fn compare(path: &str, min_cos: f64) {
     // Per-op backend, one sequence at a time and all together.
     let got = gpu_model.embed_tokens(&seqs()).unwrap();
     assert!(!gpu.fell_back(), "the GPU backend fell back to the CPU");
-    assert!(gpu.vram_bytes() > 1_000_000, "weights on the GPU: {}", gpu.vram_bytes());
+    assert!(
+        gpu.vram_bytes() > 1_000_000,
+        "weights on the GPU: {}",
+        gpu.vram_bytes()
+    );
     for s in seqs() {
-        let one = gpu_model.embed_tokens(&[s.clone()]).unwrap();
+        let one = gpu_model.embed_tokens(std::slice::from_ref(&s)).unwrap();
         let c = cosine(&one[0], &cpu_model.embed_tokens(&[s]).unwrap()[0]);
         assert!(c >= min_cos, "{path} per-op single sequence: cosine {c}");
     }
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         let c = cosine(g, w);
         eprintln!("{path} per-op seq {i}: cosine {c:.7}");
-        assert!(c >= min_cos, "{path} per-op seq {i}: cosine {c} < {min_cos}");
+        assert!(
+            c >= min_cos,
+            "{path} per-op seq {i}: cosine {c} < {min_cos}"
+        );
     }
 
     // Whole forward on the GPU: hidden states, then pooled and normalised vectors.
@@ -79,7 +89,10 @@ fn compare(path: &str, min_cos: f64) {
     for (i, (g, w)) in pooled.iter().zip(&want).enumerate() {
         let c = cosine(g, w);
         eprintln!("{path} whole-forward seq {i}: cosine {c:.7}");
-        assert!(c >= min_cos, "{path} whole-forward seq {i}: cosine {c} < {min_cos}");
+        assert!(
+            c >= min_cos,
+            "{path} whole-forward seq {i}: cosine {c} < {min_cos}"
+        );
         let norm: f32 = g.iter().map(|v| v * v).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-4, "normalised: {norm}");
     }
@@ -87,19 +100,26 @@ fn compare(path: &str, min_cos: f64) {
 
 #[test]
 fn f16_model_matches_cpu() {
-    compare(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/all-minilm-f16.gguf"), 0.9999);
+    compare(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/all-minilm-f16.gguf"),
+        0.9999,
+    );
 }
 
 #[test]
 fn q8_0_model_matches_cpu() {
-    compare(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/all-minilm-q8_0.gguf"), 0.999);
+    compare(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/all-minilm-q8_0.gguf"),
+        0.999,
+    );
 }
 
 #[test]
 fn f32_model_matches_cpu() {
     // The F32 model is not in fixtures/: it lives in the shared data beside the repository
     // (QUIVER_SHARED_DIR points elsewhere when the checkout is not laid out that way).
-    let dir = std::env::var("QUIVER_SHARED_DIR").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared").to_string());
+    let dir = std::env::var("QUIVER_SHARED_DIR")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared").to_string());
     compare(&format!("{dir}/models/all-minilm-f32.gguf"), 0.9999);
 }
 
@@ -114,9 +134,14 @@ fn whole_forward_rejects_bad_tokens_with_an_error() {
     };
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/all-minilm-f16.gguf");
     let bert = GpuBert::load(gpu.gpu().clone(), Arc::new(open(path).unwrap())).unwrap();
-    let err = bert.forward(&Batch::new(&[vec![101u32, 999_999, 102]])).unwrap_err();
+    let err = bert
+        .forward(&Batch::new(&[vec![101u32, 999_999, 102]]))
+        .unwrap_err();
     assert!(err.to_string().contains("999999"), "{err}");
-    assert!(bert.forward(&Batch::new(&[Vec::<u32>::new()])).unwrap().is_empty());
+    assert!(bert
+        .forward(&Batch::new(&[Vec::<u32>::new()]))
+        .unwrap()
+        .is_empty());
 }
 
 /// The whole-forward path over every input of fixtures/all-minilm-llamacpp.json in one packed
@@ -130,17 +155,31 @@ fn golden(file: &str, key: &str, min_cos: f64) {
         }
     };
     let json: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/all-minilm-llamacpp.json")).unwrap(),
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/all-minilm-llamacpp.json"
+        ))
+        .unwrap(),
     )
     .unwrap();
     let ids: Vec<Vec<u32>> = serde_json::from_value(json["token_ids"].clone()).unwrap();
-    let want: Vec<Vec<f32>> = serde_json::from_value(json["models"][key]["normalized"].clone()).unwrap();
+    let want: Vec<Vec<f32>> =
+        serde_json::from_value(json["models"][key]["normalized"].clone()).unwrap();
     let path = format!("{}/fixtures/{file}", env!("CARGO_MANIFEST_DIR"));
     let bert = GpuBert::load(gpu.gpu().clone(), Arc::new(open(&path).unwrap())).unwrap();
-    let got = bert.embed(&Batch::new(&ids), bert.config.pooling, true).unwrap();
+    let got = bert
+        .embed(&Batch::new(&ids), bert.config.pooling, true)
+        .unwrap();
     assert_eq!(got.len(), want.len());
-    let worst = got.iter().zip(&want).map(|(g, w)| cosine(g, w)).fold(1.0f64, f64::min);
-    eprintln!("{file} vs llama.cpp, {} inputs in one batch: worst cosine {worst:.7}", ids.len());
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(g, w)| cosine(g, w))
+        .fold(1.0f64, f64::min);
+    eprintln!(
+        "{file} vs llama.cpp, {} inputs in one batch: worst cosine {worst:.7}",
+        ids.len()
+    );
     assert!(worst >= min_cos, "{file}: worst cosine {worst} < {min_cos}");
 }
 

@@ -49,7 +49,11 @@ impl Rng {
 fn assert_close(what: &str, got: &[f32], want: &[f32], tol: impl Fn(usize) -> f32) {
     assert_eq!(got.len(), want.len(), "{what}: lengths");
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= tol(i), "{what}[{i}]: gpu {g} cpu {w} (tol {})", tol(i));
+        assert!(
+            (g - w).abs() <= tol(i),
+            "{what}[{i}]: gpu {g} cpu {w} (tol {})",
+            tol(i)
+        );
     }
 }
 
@@ -57,7 +61,10 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], tol: impl Fn(usize) -> f3
 fn weight_bytes(dtype: DType, w: &[f32]) -> Vec<u8> {
     match dtype {
         DType::F32 => bytemuck::cast_slice(w).to_vec(),
-        DType::F16 => w.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
+        DType::F16 => w
+            .iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+            .collect(),
         DType::Q8_0 => {
             let mut out = Vec::new();
             for b in w.chunks_exact(32) {
@@ -73,11 +80,24 @@ fn weight_bytes(dtype: DType, w: &[f32]) -> Vec<u8> {
     }
 }
 
-fn check_linear(be: &GpuBackend, rng: &mut Rng, dtype: DType, m: usize, k: usize, n: usize, with_bias: bool) {
+fn check_linear(
+    be: &GpuBackend,
+    rng: &mut Rng,
+    dtype: DType,
+    m: usize,
+    k: usize,
+    n: usize,
+    with_bias: bool,
+) {
     let x = rng.vec(m * k, 1.0);
     let wf = rng.vec(n * k, 0.5);
     let bytes = weight_bytes(dtype, &wf);
-    let view = TensorView { dtype, shape: [k, n, 1, 1], n_dims: 2, data: &bytes };
+    let view = TensorView {
+        dtype,
+        shape: [k, n, 1, 1],
+        n_dims: 2,
+        data: &bytes,
+    };
     let mut wd = vec![0.0; n * k];
     dequantize(dtype, &bytes, &mut wd);
     let bias = with_bias.then(|| rng.vec(n, 1.0));
@@ -90,19 +110,37 @@ fn check_linear(be: &GpuBackend, rng: &mut Rng, dtype: DType, m: usize, k: usize
     let mut bound = vec![0.0f32; m * n];
     for i in 0..m {
         for j in 0..n {
-            bound[i * n + j] = (0..k).map(|p| (x[i * k + p] * wd[j * k + p]).abs()).sum::<f32>() * 1e-5 + 1e-5;
+            bound[i * n + j] = (0..k)
+                .map(|p| (x[i * k + p] * wd[j * k + p]).abs())
+                .sum::<f32>()
+                * 1e-5
+                + 1e-5;
         }
     }
     let mut got = vec![f32::NAN; m * n];
-    be.try_linear(&x, m, &view, bias.as_deref(), &mut got).unwrap();
-    assert_close(&format!("linear {dtype:?} {m}×{k}·{n}"), &got, &want, |i| bound[i]);
+    be.try_linear(&x, m, &view, bias.as_deref(), &mut got)
+        .unwrap();
+    assert_close(
+        &format!("linear {dtype:?} {m}×{k}·{n}"),
+        &got,
+        &want,
+        |i| bound[i],
+    );
 }
 
 #[test]
 fn matmul_matches_reference_for_each_dtype_and_shape() {
     let Some(be) = backend() else { return };
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let shapes = [(1, 32, 1), (3, 64, 5), (17, 384, 384), (65, 96, 130), (130, 1536, 70), (7, 32, 200), (64, 64, 64)];
+    let shapes = [
+        (1, 32, 1),
+        (3, 64, 5),
+        (17, 384, 384),
+        (65, 96, 130),
+        (130, 1536, 70),
+        (7, 32, 200),
+        (64, 64, 64),
+    ];
     for dtype in [DType::F32, DType::F16, DType::Q8_0] {
         for (i, &(m, k, n)) in shapes.iter().enumerate() {
             check_linear(&be, &mut rng, dtype, m, k, n, i % 2 == 0);
@@ -120,15 +158,27 @@ fn backend_linear_caches_weights_and_matches_cpu() {
     let (m, k, n) = (10, 128, 48);
     let x = rng.vec(m * k, 1.0);
     let bytes = weight_bytes(DType::F16, &rng.vec(n * k, 0.5));
-    let view = TensorView { dtype: DType::F16, shape: [k, n, 1, 1], n_dims: 2, data: &bytes };
+    let view = TensorView {
+        dtype: DType::F16,
+        shape: [k, n, 1, 1],
+        n_dims: 2,
+        data: &bytes,
+    };
     let b = rng.vec(n, 1.0);
     let (mut want, mut got) = (vec![0.0; m * n], vec![0.0; m * n]);
     Cpu.linear(&x, m, &view, Some(&b), &mut want);
     be.linear(&x, m, &view, Some(&b), &mut got);
     let vram = be.vram_bytes();
-    assert!(vram >= (n * k * 2) as u64, "weight on the GPU: {vram} bytes");
+    assert!(
+        vram >= (n * k * 2) as u64,
+        "weight on the GPU: {vram} bytes"
+    );
     be.linear(&x, m, &view, Some(&b), &mut got);
-    assert_eq!(be.vram_bytes(), vram, "second call reuses the uploaded weight");
+    assert_eq!(
+        be.vram_bytes(),
+        vram,
+        "second call reuses the uploaded weight"
+    );
     assert_close("linear", &got, &want, |_| 1e-4);
     assert!(!be.fell_back());
     be.clear_weights();
@@ -152,7 +202,9 @@ fn layer_norm_and_rms_norm_match_cpu() {
         let (mut want, mut got) = (x.clone(), x.clone());
         ops::rms_norm(&mut want, dim, &w, 1e-6);
         be.try_rms_norm(&mut got, &w, 1e-6).unwrap();
-        assert_close(&format!("rms_norm {rows}×{dim}"), &got, &want, |i| 1e-5 * (1.0 + want[i].abs()));
+        assert_close(&format!("rms_norm {rows}×{dim}"), &got, &want, |i| {
+            1e-5 * (1.0 + want[i].abs())
+        });
     }
 }
 
@@ -161,7 +213,10 @@ fn gelu_erf_polynomial_matches_cpu() {
     let Some(be) = backend() else { return };
     let mut rng = Rng(13);
     let mut x = rng.vec(70_001, 8.0);
-    x.extend([0.0, -0.0, 1e-7, -1e-7, 0.5, -0.5, 1.0, -1.0, 3.0, -3.0, 6.0, -6.0, 12.0, -12.0, 40.0, -40.0]);
+    x.extend([
+        0.0, -0.0, 1e-7, -1e-7, 0.5, -0.5, 1.0, -1.0, 3.0, -3.0, 6.0, -6.0, 12.0, -12.0, 40.0,
+        -40.0,
+    ]);
     let mut want = x.clone();
     ops::gelu(&mut want);
     let mut got = x.clone();
@@ -178,7 +233,9 @@ fn silu_mul_matches_cpu() {
         let (mut want, mut got) = (g.clone(), g.clone());
         ops::silu_mul(&mut want, &u);
         be.try_silu_mul(&mut got, &u).unwrap();
-        assert_close(&format!("silu_mul {len}"), &got, &want, |i| 1e-5 * (1.0 + want[i].abs()));
+        assert_close(&format!("silu_mul {len}"), &got, &want, |i| {
+            1e-5 * (1.0 + want[i].abs())
+        });
     }
 }
 
@@ -197,22 +254,60 @@ fn attention_matches_cpu_packed_causal_and_gqa() {
     let Some(be) = backend() else { return };
     let mut rng = Rng(19);
     let cases: [(&[usize], AttnShape); 4] = [
-        (&[1, 5, 0, 12], AttnShape { n_head: 4, n_head_kv: 4, head_dim: 16 }),
-        (&[8, 3], AttnShape { n_head: 12, n_head_kv: 12, head_dim: 32 }),
-        (&[9, 20], AttnShape { n_head: 8, n_head_kv: 2, head_dim: 64 }),
+        (
+            &[1, 5, 0, 12],
+            AttnShape {
+                n_head: 4,
+                n_head_kv: 4,
+                head_dim: 16,
+            },
+        ),
+        (
+            &[8, 3],
+            AttnShape {
+                n_head: 12,
+                n_head_kv: 12,
+                head_dim: 32,
+            },
+        ),
+        (
+            &[9, 20],
+            AttnShape {
+                n_head: 8,
+                n_head_kv: 2,
+                head_dim: 64,
+            },
+        ),
         // Longer than one workgroup-memory chunk of keys (1024).
-        (&[1500, 4], AttnShape { n_head: 2, n_head_kv: 1, head_dim: 8 }),
+        (
+            &[1500, 4],
+            AttnShape {
+                n_head: 2,
+                n_head_kv: 1,
+                head_dim: 8,
+            },
+        ),
     ];
     for (lens, s) in cases {
         let seqs = packed(lens);
         let n: usize = lens.iter().sum();
         let (qd, kd) = (s.n_head * s.head_dim, s.n_head_kv * s.head_dim);
-        let (q, k, v) = (rng.vec(n * qd, 2.0), rng.vec(n * kd, 2.0), rng.vec(n * kd, 1.0));
+        let (q, k, v) = (
+            rng.vec(n * qd, 2.0),
+            rng.vec(n * kd, 2.0),
+            rng.vec(n * kd, 1.0),
+        );
         for causal in [false, true] {
             let (mut want, mut got) = (vec![0.0; n * qd], vec![f32::NAN; n * qd]);
             attention::attention(&q, &k, &v, &seqs, s, causal, &mut want);
-            be.try_attention(&q, &k, &v, &seqs, s, causal, &mut got).unwrap();
-            assert_close(&format!("attention {lens:?} {s:?} causal={causal}"), &got, &want, |_| 2e-5);
+            be.try_attention(&q, &k, &v, &seqs, s, causal, &mut got)
+                .unwrap();
+            assert_close(
+                &format!("attention {lens:?} {s:?} causal={causal}"),
+                &got,
+                &want,
+                |_| 2e-5,
+            );
         }
     }
 }
@@ -226,12 +321,27 @@ fn pooling_and_l2_normalisation_match_cpu() {
     let seqs = packed(&lens);
     let (n, dim) = (21, 300);
     let hidden = rng.vec(n * dim, 4.0);
-    for (mode, pooling) in [(PoolMode::Mean, Pooling::Mean), (PoolMode::Cls, Pooling::Cls), (PoolMode::Last, Pooling::Last)] {
+    for (mode, pooling) in [
+        (PoolMode::Mean, Pooling::Mean),
+        (PoolMode::Cls, Pooling::Cls),
+        (PoolMode::Last, Pooling::Last),
+    ] {
         let mut want = embed::pool(&hidden, dim, &seqs, pooling);
         for normalize in [false, true] {
             let hb = gpu.upload_f32("hidden", &hidden).unwrap();
-            let ob = gpu.upload("offsets", bytemuck::cast_slice(&kernels::seq_offsets(&seqs, n).unwrap())).unwrap();
-            let out = gpu.storage("pooled", (lens.len() * dim * 4) as u64, wgpu::BufferUsages::COPY_SRC).unwrap();
+            let ob = gpu
+                .upload(
+                    "offsets",
+                    bytemuck::cast_slice(&kernels::seq_offsets(&seqs, n).unwrap()),
+                )
+                .unwrap();
+            let out = gpu
+                .storage(
+                    "pooled",
+                    (lens.len() * dim * 4) as u64,
+                    wgpu::BufferUsages::COPY_SRC,
+                )
+                .unwrap();
             let mut enc = gpu.encoder();
             kernels::pool(&gpu, &mut enc, &hb, &ob, lens.len(), dim, mode, &out).unwrap();
             if normalize {
@@ -240,7 +350,12 @@ fn pooling_and_l2_normalisation_match_cpu() {
             }
             let mut got = vec![f32::NAN; lens.len() * dim];
             gpu.finish_and_read(enc, &out, &mut got).unwrap();
-            assert_close(&format!("pool {pooling:?} normalize={normalize}"), &got, &want.concat(), |_| 1e-5);
+            assert_close(
+                &format!("pool {pooling:?} normalize={normalize}"),
+                &got,
+                &want.concat(),
+                |_| 1e-5,
+            );
         }
     }
 }
@@ -248,10 +363,20 @@ fn pooling_and_l2_normalisation_match_cpu() {
 #[test]
 fn oversized_tensor_is_a_clear_error() {
     let Some(be) = backend() else { return };
-    let limit = be.gpu().limits.max_storage_buffer_binding_size.min(be.gpu().limits.max_buffer_size);
-    let err = be.gpu().storage("activations", limit + 4, wgpu::BufferUsages::empty()).unwrap_err();
+    let limit = be
+        .gpu()
+        .limits
+        .max_storage_buffer_binding_size
+        .min(be.gpu().limits.max_buffer_size);
+    let err = be
+        .gpu()
+        .storage("activations", limit + 4, wgpu::BufferUsages::empty())
+        .unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("activations") && msg.contains(&limit.to_string()), "{msg}");
+    assert!(
+        msg.contains("activations") && msg.contains(&limit.to_string()),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -264,16 +389,30 @@ fn lost_device_falls_back_to_cpu_without_panicking() {
     Cpu.layer_norm(&mut want, &w, &b, 1e-12);
     be.gpu().device.destroy();
     be.layer_norm(&mut x, &w, &b, 1e-12);
-    assert!(be.fell_back(), "a destroyed device must switch the backend to the CPU");
+    assert!(
+        be.fell_back(),
+        "a destroyed device must switch the backend to the CPU"
+    );
     assert_close("layer_norm after device loss", &x, &want, |_| 1e-6);
     // Straight calls on the lost device are errors too, not panics.
     let bytes = weight_bytes(DType::Q8_0, &rng.vec(64 * 64, 1.0));
-    let view = TensorView { dtype: DType::Q8_0, shape: [64, 64, 1, 1], n_dims: 2, data: &bytes };
+    let view = TensorView {
+        dtype: DType::Q8_0,
+        shape: [64, 64, 1, 1],
+        n_dims: 2,
+        data: &bytes,
+    };
     let mut y = vec![0.0; 4 * 64];
     assert!(be.try_linear(&x, 4, &view, Some(&b), &mut y).is_err());
-    let s = AttnShape { n_head: 4, n_head_kv: 4, head_dim: 16 };
+    let s = AttnShape {
+        n_head: 4,
+        n_head_kv: 4,
+        head_dim: 16,
+    };
     let mut out = vec![0.0; 4 * 64];
-    assert!(be.try_attention(&x, &x, &x, &packed(&[4]), s, false, &mut out).is_err());
+    assert!(be
+        .try_attention(&x, &x, &x, &packed(&[4]), s, false, &mut out)
+        .is_err());
 }
 
 #[test]
@@ -286,7 +425,9 @@ fn selection_follows_quiver_backend() {
     assert!(Choice::parse(Some("tpu")).is_err());
 
     let adapters = quiver::backend::gpu::list_adapters();
-    let real = adapters.iter().any(|a| a.device_type != wgpu::DeviceType::Cpu);
+    let real = adapters
+        .iter()
+        .any(|a| a.device_type != wgpu::DeviceType::Cpu);
     let (auto, line) = select(Choice::Auto, false);
     eprintln!("{line}");
     if !real {

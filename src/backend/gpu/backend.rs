@@ -25,16 +25,33 @@ impl BufferPool {
     fn take(&self, gpu: &Gpu, what: &str, bytes: u64) -> Result<Pooled<'_>, GpuError> {
         gpu.check_size(what, bytes)?;
         let class = bytes.max(MIN_POOLED).next_power_of_two();
-        let reused = self.free.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&class).and_then(Vec::pop);
+        let reused = self
+            .free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&class)
+            .and_then(Vec::pop);
         let buf = match reused {
             Some(b) => b,
             // The class may exceed the binding limit where `bytes` does not: fall back to exact.
             None => {
-                let size = if gpu.check_size(what, class).is_ok() { class } else { bytes };
-                gpu.storage(what, size, wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC)?
+                let size = if gpu.check_size(what, class).is_ok() {
+                    class
+                } else {
+                    bytes
+                };
+                gpu.storage(
+                    what,
+                    size,
+                    wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+                )?
             }
         };
-        Ok(Pooled { pool: self, class, buf: Some(buf) })
+        Ok(Pooled {
+            pool: self,
+            class,
+            buf: Some(buf),
+        })
     }
 }
 
@@ -56,7 +73,13 @@ impl Drop for Pooled<'_> {
     fn drop(&mut self) {
         if let Some(b) = self.buf.take() {
             if b.size() == self.class {
-                self.pool.free.lock().unwrap_or_else(|p| p.into_inner()).entry(self.class).or_default().push(b);
+                self.pool
+                    .free
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(self.class)
+                    .or_default()
+                    .push(b);
             }
         }
     }
@@ -103,29 +126,52 @@ impl GpuBackend {
 
     /// Bytes of weights held on the GPU (what `/api/ps` reports as `size_vram`).
     pub fn vram_bytes(&self) -> u64 {
-        self.weights.lock().unwrap_or_else(|p| p.into_inner()).values().map(|w| w.bytes).sum()
+        self.weights
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|w| w.bytes)
+            .sum()
     }
 
     /// Frees every cached weight (a model unload).
     pub fn clear_weights(&self) {
-        self.weights.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.weights
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     fn weight(&self, w: &TensorView) -> Result<Arc<GpuWeight>, GpuError> {
         let key = WeightKey::of(w);
-        if let Some(g) = self.weights.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if let Some(g) = self
+            .weights
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
             return Ok(g.clone());
         }
         // Uploaded outside the lock: two threads may both upload a new weight; one copy wins.
         let g = Arc::new(upload_weight(&self.gpu, "weight", w)?);
         self.gpu.check()?;
-        Ok(self.weights.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_insert(g).clone())
+        Ok(self
+            .weights
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_insert(g)
+            .clone())
     }
 
     fn put(&self, what: &str, data: &[f32]) -> Result<Pooled<'_>, GpuError> {
-        let buf = self.pool.take(&self.gpu, what, std::mem::size_of_val(data) as u64)?;
+        let buf = self
+            .pool
+            .take(&self.gpu, what, std::mem::size_of_val(data) as u64)?;
         if !data.is_empty() {
-            self.gpu.queue.write_buffer(&buf, 0, bytemuck::cast_slice(data));
+            self.gpu
+                .queue
+                .write_buffer(&buf, 0, bytemuck::cast_slice(data));
         }
         Ok(buf)
     }
@@ -134,10 +180,20 @@ impl GpuBackend {
         self.pool.take(&self.gpu, what, (len * 4) as u64)
     }
 
-    pub fn try_linear(&self, x: &[f32], m: usize, w: &TensorView, bias: Option<&[f32]>, y: &mut [f32]) -> Result<(), GpuError> {
+    pub fn try_linear(
+        &self,
+        x: &[f32],
+        m: usize,
+        w: &TensorView,
+        bias: Option<&[f32]>,
+        y: &mut [f32],
+    ) -> Result<(), GpuError> {
         let gw = self.weight(w)?;
         if x.len() != m * gw.k || y.len() != m * gw.n || bias.is_some_and(|b| b.len() != gw.n) {
-            return Err(GpuError::Unsupported(format!("linear: buffers do not match {m}×{} · ({}×{})ᵀ", gw.k, gw.n, gw.k)));
+            return Err(GpuError::Unsupported(format!(
+                "linear: buffers do not match {m}×{} · ({}×{})ᵀ",
+                gw.k, gw.n, gw.k
+            )));
         }
         let xb = self.put("x", x)?;
         let bb = bias.map(|b| self.put("bias", b)).transpose()?;
@@ -147,21 +203,45 @@ impl GpuBackend {
         self.gpu.finish_and_read(enc, &yb, y)
     }
 
-    pub fn try_layer_norm(&self, x: &mut [f32], w: &[f32], b: &[f32], eps: f32) -> Result<(), GpuError> {
+    pub fn try_layer_norm(
+        &self,
+        x: &mut [f32],
+        w: &[f32],
+        b: &[f32],
+        eps: f32,
+    ) -> Result<(), GpuError> {
         let dim = w.len();
-        if dim == 0 || x.len() % dim != 0 || b.len() != dim {
-            return Err(GpuError::Unsupported("layer_norm: rows do not match the weight".into()));
+        if dim == 0 || !x.len().is_multiple_of(dim) || b.len() != dim {
+            return Err(GpuError::Unsupported(
+                "layer_norm: rows do not match the weight".into(),
+            ));
         }
-        let (xb, wb, bb) = (self.put("x", x)?, self.put("ln.w", w)?, self.put("ln.b", b)?);
+        let (xb, wb, bb) = (
+            self.put("x", x)?,
+            self.put("ln.w", w)?,
+            self.put("ln.b", b)?,
+        );
         let mut enc = self.gpu.encoder();
-        kernels::layer_norm(&self.gpu, &mut enc, &xb, None, &wb, &bb, x.len() / dim, dim, eps)?;
+        kernels::layer_norm(
+            &self.gpu,
+            &mut enc,
+            &xb,
+            None,
+            &wb,
+            &bb,
+            x.len() / dim,
+            dim,
+            eps,
+        )?;
         self.gpu.finish_and_read(enc, &xb, x)
     }
 
     pub fn try_rms_norm(&self, x: &mut [f32], w: &[f32], eps: f32) -> Result<(), GpuError> {
         let dim = w.len();
-        if dim == 0 || x.len() % dim != 0 {
-            return Err(GpuError::Unsupported("rms_norm: rows do not match the weight".into()));
+        if dim == 0 || !x.len().is_multiple_of(dim) {
+            return Err(GpuError::Unsupported(
+                "rms_norm: rows do not match the weight".into(),
+            ));
         }
         let (xb, wb) = (self.put("x", x)?, self.put("rms.w", w)?);
         let mut enc = self.gpu.encoder();
@@ -178,7 +258,9 @@ impl GpuBackend {
 
     pub fn try_silu_mul(&self, gate: &mut [f32], up: &[f32]) -> Result<(), GpuError> {
         if gate.len() != up.len() {
-            return Err(GpuError::Unsupported("silu_mul: gate and up differ in length".into()));
+            return Err(GpuError::Unsupported(
+                "silu_mul: gate and up differ in length".into(),
+            ));
         }
         let (gb, ub) = (self.put("gate", gate)?, self.put("up", up)?);
         let mut enc = self.gpu.encoder();
@@ -199,16 +281,35 @@ impl GpuBackend {
     ) -> Result<(), GpuError> {
         let qd = shape.n_head * shape.head_dim;
         let kd = shape.n_head_kv * shape.head_dim;
-        let n = if qd == 0 { 0 } else { q.len() / qd };
-        if qd == 0 || q.len() != n * qd || k.len() != n * kd || v.len() != n * kd || out.len() != q.len() {
-            return Err(GpuError::Unsupported("attention: buffers do not match the head shape".into()));
+        let n = q.len().checked_div(qd).unwrap_or(0);
+        if qd == 0
+            || q.len() != n * qd
+            || k.len() != n * kd
+            || v.len() != n * kd
+            || out.len() != q.len()
+        {
+            return Err(GpuError::Unsupported(
+                "attention: buffers do not match the head shape".into(),
+            ));
         }
         let offsets = kernels::seq_offsets(seqs, n)?;
         let (qb, kb, vb) = (self.put("q", q)?, self.put("k", k)?, self.put("v", v)?);
         let ob = self.gpu.upload("offsets", bytemuck::cast_slice(&offsets))?;
         let outb = self.scratch("attn", out.len())?;
         let mut enc = self.gpu.encoder();
-        kernels::attention(&self.gpu, &mut enc, &qb, &kb, &vb, &ob, n, seqs.len(), shape, causal, &outb)?;
+        kernels::attention(
+            &self.gpu,
+            &mut enc,
+            &qb,
+            &kb,
+            &vb,
+            &ob,
+            n,
+            seqs.len(),
+            shape,
+            causal,
+            &outb,
+        )?;
         self.gpu.finish_and_read(enc, &outb, out)
     }
 
@@ -280,7 +381,9 @@ impl Backend for GpuBackend {
         causal: bool,
         out: &mut [f32],
     ) {
-        if !self.on_gpu("attention", || self.try_attention(q, k, v, seqs, shape, causal, out)) {
+        if !self.on_gpu("attention", || {
+            self.try_attention(q, k, v, seqs, shape, causal, out)
+        }) {
             self.cpu.attention(q, k, v, seqs, shape, causal, out);
         }
     }

@@ -45,7 +45,8 @@ pub struct GpuBert {
 }
 
 fn tensor<'a>(file: &'a GgufFile, name: &str) -> Result<TensorView<'a>, GpuError> {
-    file.tensor(name).ok_or_else(|| GpuError::Unsupported(format!("model tensor {name} is missing")))
+    file.tensor(name)
+        .ok_or_else(|| GpuError::Unsupported(format!("model tensor {name} is missing")))
 }
 
 fn vector(gpu: &Gpu, file: &GgufFile, name: &str) -> Result<wgpu::Buffer, GpuError> {
@@ -55,7 +56,9 @@ fn vector(gpu: &Gpu, file: &GgufFile, name: &str) -> Result<wgpu::Buffer, GpuErr
 impl GpuBert {
     /// Validates the model as the CPU path does (`Bert::load`), then uploads every weight.
     pub fn load(gpu: Arc<Gpu>, file: Arc<GgufFile>) -> Result<GpuBert, GpuError> {
-        let config = Bert::load(file.clone()).map_err(|e| GpuError::Unsupported(e.to_string()))?.config;
+        let config = Bert::load(file.clone())
+            .map_err(|e| GpuError::Unsupported(e.to_string()))?
+            .config;
         let f = &*file;
         let mut vram = 0;
         let mut linear = |name: String| -> Result<Linear, GpuError> {
@@ -72,17 +75,34 @@ impl GpuBert {
                 k: linear(blk("attn_k"))?,
                 v: linear(blk("attn_v"))?,
                 o: linear(blk("attn_output"))?,
-                attn_norm: Norm { w: vector(&gpu, f, &blk("attn_output_norm.weight"))?, b: vector(&gpu, f, &blk("attn_output_norm.bias"))? },
+                attn_norm: Norm {
+                    w: vector(&gpu, f, &blk("attn_output_norm.weight"))?,
+                    b: vector(&gpu, f, &blk("attn_output_norm.bias"))?,
+                },
                 up: linear(blk("ffn_up"))?,
                 down: linear(blk("ffn_down"))?,
-                out_norm: Norm { w: vector(&gpu, f, &blk("layer_output_norm.weight"))?, b: vector(&gpu, f, &blk("layer_output_norm.bias"))? },
+                out_norm: Norm {
+                    w: vector(&gpu, f, &blk("layer_output_norm.weight"))?,
+                    b: vector(&gpu, f, &blk("layer_output_norm.bias"))?,
+                },
             });
         }
-        let embd_norm = Norm { w: vector(&gpu, f, "token_embd_norm.weight")?, b: vector(&gpu, f, "token_embd_norm.bias")? };
+        let embd_norm = Norm {
+            w: vector(&gpu, f, "token_embd_norm.weight")?,
+            b: vector(&gpu, f, "token_embd_norm.bias")?,
+        };
         let mut token_type0 = vec![0.0; config.n_embd];
         tensor(f, "token_types.weight")?.dequantize_row(0, &mut token_type0);
         gpu.check()?;
-        Ok(GpuBert { gpu, file, config, token_type0, embd_norm, layers, vram })
+        Ok(GpuBert {
+            gpu,
+            file,
+            config,
+            token_type0,
+            embd_norm,
+            layers,
+            vram,
+        })
     }
 
     /// Bytes of weights this model holds on the GPU.
@@ -94,17 +114,26 @@ impl GpuBert {
     fn embeddings(&self, batch: &Batch) -> Result<Vec<f32>, GpuError> {
         let c = &self.config;
         let d = c.n_embd;
-        let (tok, pos) = (tensor(&self.file, "token_embd.weight")?, tensor(&self.file, "position_embd.weight")?);
+        let (tok, pos) = (
+            tensor(&self.file, "token_embd.weight")?,
+            tensor(&self.file, "position_embd.weight")?,
+        );
         let mut x = vec![0.0f32; batch.tokens.len() * d];
         let mut row = vec![0.0f32; d];
         for seq in &batch.seqs {
             if seq.len() > c.n_ctx {
-                return Err(GpuError::Unsupported(format!("sequence of {} tokens exceeds the context of {}", seq.len(), c.n_ctx)));
+                return Err(GpuError::Unsupported(format!(
+                    "sequence of {} tokens exceeds the context of {}",
+                    seq.len(),
+                    c.n_ctx
+                )));
             }
             for (p, t) in seq.clone().enumerate() {
                 let id = batch.tokens[t] as usize;
                 if id >= c.n_vocab {
-                    return Err(GpuError::Unsupported(format!("token id {id} is outside the vocabulary")));
+                    return Err(GpuError::Unsupported(format!(
+                        "token id {id} is outside the vocabulary"
+                    )));
                 }
                 let xr = &mut x[t * d..(t + 1) * d];
                 tok.dequantize_row(id, xr);
@@ -119,30 +148,86 @@ impl GpuBert {
 
     /// Records the encoder over `batch` into `enc`; returns the hidden-state buffer (n × d)
     /// and the sequence-offsets buffer.
-    fn record(&self, enc: &mut wgpu::CommandEncoder, batch: &Batch) -> Result<(wgpu::Buffer, wgpu::Buffer), GpuError> {
+    fn record(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        batch: &Batch,
+    ) -> Result<(wgpu::Buffer, wgpu::Buffer), GpuError> {
         let g = &*self.gpu;
         let c = &self.config;
         let (n, d) = (batch.tokens.len(), c.n_embd);
         let offsets = kernels::seq_offsets(&batch.seqs, n)?;
         let offsets = g.upload("offsets", bytemuck::cast_slice(&offsets))?;
         let x = g.upload_f32("hidden", &self.embeddings(batch)?)?;
-        let act = |what: &str, len: usize| g.storage(what, (len * 4) as u64, wgpu::BufferUsages::COPY_SRC);
+        let act = |what: &str, len: usize| {
+            g.storage(what, (len * 4) as u64, wgpu::BufferUsages::COPY_SRC)
+        };
         let (q, k, v) = (act("q", n * d)?, act("k", n * d)?, act("v", n * d)?);
-        let (attn, proj, ff) = (act("attn", n * d)?, act("proj", n * d)?, act("ff", n * c.n_ff)?);
-        let shape = AttnShape { n_head: c.n_head, n_head_kv: c.n_head, head_dim: d / c.n_head };
+        let (attn, proj, ff) = (
+            act("attn", n * d)?,
+            act("proj", n * d)?,
+            act("ff", n * c.n_ff)?,
+        );
+        let shape = AttnShape {
+            n_head: c.n_head,
+            n_head_kv: c.n_head,
+            head_dim: d / c.n_head,
+        };
 
-        kernels::layer_norm(g, enc, &x, None, &self.embd_norm.w, &self.embd_norm.b, n, d, c.eps)?;
+        kernels::layer_norm(
+            g,
+            enc,
+            &x,
+            None,
+            &self.embd_norm.w,
+            &self.embd_norm.b,
+            n,
+            d,
+            c.eps,
+        )?;
         for l in &self.layers {
             kernels::matmul(g, enc, &x, n, &l.q.w, Some(&l.q.b), &q)?;
             kernels::matmul(g, enc, &x, n, &l.k.w, Some(&l.k.b), &k)?;
             kernels::matmul(g, enc, &x, n, &l.v.w, Some(&l.v.b), &v)?;
-            kernels::attention(g, enc, &q, &k, &v, &offsets, n, batch.seqs.len(), shape, false, &attn)?;
+            kernels::attention(
+                g,
+                enc,
+                &q,
+                &k,
+                &v,
+                &offsets,
+                n,
+                batch.seqs.len(),
+                shape,
+                false,
+                &attn,
+            )?;
             kernels::matmul(g, enc, &attn, n, &l.o.w, Some(&l.o.b), &proj)?;
-            kernels::layer_norm(g, enc, &x, Some(&proj), &l.attn_norm.w, &l.attn_norm.b, n, d, c.eps)?;
+            kernels::layer_norm(
+                g,
+                enc,
+                &x,
+                Some(&proj),
+                &l.attn_norm.w,
+                &l.attn_norm.b,
+                n,
+                d,
+                c.eps,
+            )?;
             kernels::matmul(g, enc, &x, n, &l.up.w, Some(&l.up.b), &ff)?;
             kernels::gelu(g, enc, &ff, n * c.n_ff)?;
             kernels::matmul(g, enc, &ff, n, &l.down.w, Some(&l.down.b), &proj)?;
-            kernels::layer_norm(g, enc, &x, Some(&proj), &l.out_norm.w, &l.out_norm.b, n, d, c.eps)?;
+            kernels::layer_norm(
+                g,
+                enc,
+                &x,
+                Some(&proj),
+                &l.out_norm.w,
+                &l.out_norm.b,
+                n,
+                d,
+                c.eps,
+            )?;
         }
         Ok((x, offsets))
     }
@@ -160,7 +245,12 @@ impl GpuBert {
     }
 
     /// One pooled vector per sequence (L2-normalised if `normalize`), pooling on the GPU too.
-    pub fn embed(&self, batch: &Batch, pooling: Pooling, normalize: bool) -> Result<Vec<Vec<f32>>, GpuError> {
+    pub fn embed(
+        &self,
+        batch: &Batch,
+        pooling: Pooling,
+        normalize: bool,
+    ) -> Result<Vec<Vec<f32>>, GpuError> {
         let d = self.config.n_embd;
         if batch.tokens.is_empty() {
             return Ok(vec![vec![0.0; d]; batch.seqs.len()]);

@@ -16,7 +16,11 @@ pub enum GpuError {
     /// The device could not be created, was lost, ran out of memory or rejected a command.
     Device(String),
     /// One tensor needs a bigger storage binding than the adapter allows.
-    TooLarge { what: String, bytes: u64, limit: u64 },
+    TooLarge {
+        what: String,
+        bytes: u64,
+        limit: u64,
+    },
     /// A shape the shaders do not handle.
     Unsupported(String),
 }
@@ -45,7 +49,10 @@ pub fn native_backends() -> wgpu::Backends {
 /// Every adapter wgpu can see, for logs and tests.
 pub fn list_adapters() -> Vec<wgpu::AdapterInfo> {
     let instance = new_instance();
-    pollster::block_on(instance.enumerate_adapters(native_backends())).iter().map(|a| a.get_info()).collect()
+    pollster::block_on(instance.enumerate_adapters(native_backends()))
+        .iter()
+        .map(|a| a.get_info())
+        .collect()
 }
 
 fn new_instance() -> wgpu::Instance {
@@ -98,7 +105,10 @@ impl Gpu {
                 GpuError::NoAdapter(if seen.is_empty() {
                     "wgpu found no Vulkan/Metal/DX12 adapter".to_string()
                 } else {
-                    format!("only CPU adapters ({}); set QUIVER_BACKEND=gpu to use them", seen.join(", "))
+                    format!(
+                        "only CPU adapters ({}); set QUIVER_BACKEND=gpu to use them",
+                        seen.join(", ")
+                    )
                 })
             })?;
         let info = adapter.get_info();
@@ -131,7 +141,15 @@ impl Gpu {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        let gpu = Gpu { device, queue, info, limits, pipes, fault, dummy };
+        let gpu = Gpu {
+            device,
+            queue,
+            info,
+            limits,
+            pipes,
+            fault,
+            dummy,
+        };
         gpu.check()?;
         Ok(gpu)
     }
@@ -152,15 +170,27 @@ impl Gpu {
 
     /// Errors out before asking wgpu for a binding the adapter cannot give.
     pub fn check_size(&self, what: &str, bytes: u64) -> Result<(), GpuError> {
-        let limit = self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
+        let limit = self
+            .limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size);
         if bytes > limit {
-            return Err(GpuError::TooLarge { what: what.to_string(), bytes, limit });
+            return Err(GpuError::TooLarge {
+                what: what.to_string(),
+                bytes,
+                limit,
+            });
         }
         Ok(())
     }
 
     /// A storage buffer of at least `bytes` (rounded up to 16, never empty).
-    pub fn storage(&self, what: &str, bytes: u64, extra: wgpu::BufferUsages) -> Result<wgpu::Buffer, GpuError> {
+    pub fn storage(
+        &self,
+        what: &str,
+        bytes: u64,
+        extra: wgpu::BufferUsages,
+    ) -> Result<wgpu::Buffer, GpuError> {
         self.check_size(what, bytes)?;
         Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(what),
@@ -174,7 +204,7 @@ impl Gpu {
     pub fn upload(&self, what: &str, data: &[u8]) -> Result<wgpu::Buffer, GpuError> {
         self.check_size(what, data.len() as u64)?;
         let padded;
-        let contents = if data.len() % 4 != 0 || data.is_empty() {
+        let contents = if !data.len().is_multiple_of(4) || data.is_empty() {
             let mut v = data.to_vec();
             v.resize(data.len().max(4).next_multiple_of(4), 0);
             padded = v;
@@ -185,7 +215,9 @@ impl Gpu {
         let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(what),
             size: contents.len() as u64,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
         self.queue.write_buffer(&buf, 0, contents);
@@ -211,11 +243,19 @@ impl Gpu {
     }
 
     pub fn encoder(&self) -> wgpu::CommandEncoder {
-        self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("quiver") })
+        self.device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("quiver"),
+            })
     }
 
     /// Submits `enc`, copies `src` (f32 values) into `out` and waits for both.
-    pub fn finish_and_read(&self, mut enc: wgpu::CommandEncoder, src: &wgpu::Buffer, out: &mut [f32]) -> Result<(), GpuError> {
+    pub fn finish_and_read(
+        &self,
+        mut enc: wgpu::CommandEncoder,
+        src: &wgpu::Buffer,
+        out: &mut [f32],
+    ) -> Result<(), GpuError> {
         let bytes = std::mem::size_of_val(out) as u64;
         if bytes == 0 {
             return self.submit(enc);
@@ -236,7 +276,11 @@ impl Gpu {
         match rx.try_recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(GpuError::Device(format!("reading back results: {e}"))),
-            Err(_) => return Err(GpuError::Device("reading back results: the map never completed".into())),
+            Err(_) => {
+                return Err(GpuError::Device(
+                    "reading back results: the map never completed".into(),
+                ))
+            }
         }
         {
             let view = staging

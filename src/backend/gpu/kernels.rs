@@ -20,9 +20,18 @@ pod!(MatmulParams, NormParams, LenParams, AttnParams, PoolParams);
 /// Most workgroups in one dispatch dimension (WebGPU's default limit).
 const MAX_GROUPS: u32 = 65535;
 
-fn dispatch(gpu: &Gpu, enc: &mut wgpu::CommandEncoder, pipe: &Pipe, buffers: &[&wgpu::Buffer], groups: [u32; 3]) {
+fn dispatch(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    pipe: &Pipe,
+    buffers: &[&wgpu::Buffer],
+    groups: [u32; 3],
+) {
     let bind = pipe.bind(&gpu.device, buffers);
-    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: None,
+        timestamp_writes: None,
+    });
     pass.set_pipeline(&pipe.pipeline);
     pass.set_bind_group(0, &bind, &[]);
     pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
@@ -30,17 +39,21 @@ fn dispatch(gpu: &Gpu, enc: &mut wgpu::CommandEncoder, pipe: &Pipe, buffers: &[&
 
 /// `count` workgroups folded into x·y (shaders recover the index as x + y·num_workgroups.x).
 fn fold(count: usize) -> Result<[u32; 3], GpuError> {
-    let count = u32::try_from(count).map_err(|_| GpuError::Unsupported(format!("{count} workgroups")))?;
+    let count =
+        u32::try_from(count).map_err(|_| GpuError::Unsupported(format!("{count} workgroups")))?;
     let x = count.clamp(1, MAX_GROUPS);
     let y = count.div_ceil(x).max(1);
     if y > MAX_GROUPS {
-        return Err(GpuError::Unsupported(format!("{count} workgroups in one dispatch")));
+        return Err(GpuError::Unsupported(format!(
+            "{count} workgroups in one dispatch"
+        )));
     }
     Ok([x, y, 1])
 }
 
 fn u32_of(what: &str, v: usize) -> Result<u32, GpuError> {
-    u32::try_from(v).map_err(|_| GpuError::Unsupported(format!("{what} = {v} does not fit 32 bits")))
+    u32::try_from(v)
+        .map_err(|_| GpuError::Unsupported(format!("{what} = {v} does not fit 32 bits")))
 }
 
 #[repr(C)]
@@ -63,9 +76,17 @@ pub fn matmul(
     y: &wgpu::Buffer,
 ) -> Result<(), GpuError> {
     if u32_of("m·k", m * w.k).is_err() || u32_of("m·n", m * w.n).is_err() {
-        return Err(GpuError::Unsupported(format!("matmul of {m}×{} by {}×{} overflows 32-bit indexing", w.k, w.n, w.k)));
+        return Err(GpuError::Unsupported(format!(
+            "matmul of {m}×{} by {}×{} overflows 32-bit indexing",
+            w.k, w.n, w.k
+        )));
     }
-    let p = MatmulParams { m: m as u32, n: w.n as u32, k: w.k as u32, has_bias: bias.is_some() as u32 };
+    let p = MatmulParams {
+        m: m as u32,
+        n: w.n as u32,
+        k: w.k as u32,
+        has_bias: bias.is_some() as u32,
+    };
     let params = gpu.uniform(&p);
     let pipe = match w.kind {
         WeightKind::F32 => &gpu.pipes.matmul_f32,
@@ -73,14 +94,27 @@ pub fn matmul(
         WeightKind::Q8_0 => &gpu.pipes.matmul_q8_0,
     };
     let scales = w.scales.as_ref().unwrap_or(&gpu.dummy);
-    let groups = [u32_of("tiles", w.n.div_ceil(64))?, u32_of("tiles", m.div_ceil(64))?, 1];
+    let groups = [
+        u32_of("tiles", w.n.div_ceil(64))?,
+        u32_of("tiles", m.div_ceil(64))?,
+        1,
+    ];
     if groups[0] > MAX_GROUPS || groups[1] > MAX_GROUPS {
-        return Err(GpuError::Unsupported(format!("matmul {m}×{} has too many tiles", w.n)));
+        return Err(GpuError::Unsupported(format!(
+            "matmul {m}×{} has too many tiles",
+            w.n
+        )));
     }
     if m == 0 {
         return Ok(());
     }
-    dispatch(gpu, enc, pipe, &[&params, x, &w.w, scales, bias.unwrap_or(&gpu.dummy), y], groups);
+    dispatch(
+        gpu,
+        enc,
+        pipe,
+        &[&params, x, &w.w, scales, bias.unwrap_or(&gpu.dummy), y],
+        groups,
+    );
     Ok(())
 }
 
@@ -109,9 +143,20 @@ pub fn layer_norm(
     if rows == 0 {
         return Ok(());
     }
-    let p = NormParams { rows: u32_of("rows", rows)?, dim: u32_of("dim", dim)?, eps, flag: res.is_some() as u32 };
+    let p = NormParams {
+        rows: u32_of("rows", rows)?,
+        dim: u32_of("dim", dim)?,
+        eps,
+        flag: res.is_some() as u32,
+    };
     let params = gpu.uniform(&p);
-    dispatch(gpu, enc, &gpu.pipes.layer_norm, &[&params, x, res.unwrap_or(&gpu.dummy), w, b], fold(rows)?);
+    dispatch(
+        gpu,
+        enc,
+        &gpu.pipes.layer_norm,
+        &[&params, x, res.unwrap_or(&gpu.dummy), w, b],
+        fold(rows)?,
+    );
     Ok(())
 }
 
@@ -127,7 +172,12 @@ pub fn rms_norm(
     if rows == 0 {
         return Ok(());
     }
-    let p = NormParams { rows: u32_of("rows", rows)?, dim: u32_of("dim", dim)?, eps, flag: 0 };
+    let p = NormParams {
+        rows: u32_of("rows", rows)?,
+        dim: u32_of("dim", dim)?,
+        eps,
+        flag: 0,
+    };
     let params = gpu.uniform(&p);
     dispatch(gpu, enc, &gpu.pipes.rms_norm, &[&params, x, w], fold(rows)?);
     Ok(())
@@ -140,12 +190,26 @@ struct LenParams {
     pad: [u32; 3],
 }
 
-pub fn gelu(gpu: &Gpu, enc: &mut wgpu::CommandEncoder, x: &wgpu::Buffer, len: usize) -> Result<(), GpuError> {
+pub fn gelu(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    x: &wgpu::Buffer,
+    len: usize,
+) -> Result<(), GpuError> {
     if len == 0 {
         return Ok(());
     }
-    let params = gpu.uniform(&LenParams { len: u32_of("len", len)?, pad: [0; 3] });
-    dispatch(gpu, enc, &gpu.pipes.gelu, &[&params, x], fold(len.div_ceil(256))?);
+    let params = gpu.uniform(&LenParams {
+        len: u32_of("len", len)?,
+        pad: [0; 3],
+    });
+    dispatch(
+        gpu,
+        enc,
+        &gpu.pipes.gelu,
+        &[&params, x],
+        fold(len.div_ceil(256))?,
+    );
     Ok(())
 }
 
@@ -159,8 +223,17 @@ pub fn silu_mul(
     if len == 0 {
         return Ok(());
     }
-    let params = gpu.uniform(&LenParams { len: u32_of("len", len)?, pad: [0; 3] });
-    dispatch(gpu, enc, &gpu.pipes.silu_mul, &[&params, gate, up], fold(len.div_ceil(256))?);
+    let params = gpu.uniform(&LenParams {
+        len: u32_of("len", len)?,
+        pad: [0; 3],
+    });
+    dispatch(
+        gpu,
+        enc,
+        &gpu.pipes.silu_mul,
+        &[&params, gate, up],
+        fold(len.div_ceil(256))?,
+    );
     Ok(())
 }
 
@@ -196,10 +269,16 @@ pub fn attention(
     out: &wgpu::Buffer,
 ) -> Result<(), GpuError> {
     if s.head_dim == 0 || s.head_dim > MAX_HEAD_DIM {
-        return Err(GpuError::Unsupported(format!("attention head size {} (at most {MAX_HEAD_DIM})", s.head_dim)));
+        return Err(GpuError::Unsupported(format!(
+            "attention head size {} (at most {MAX_HEAD_DIM})",
+            s.head_dim
+        )));
     }
-    if s.n_head_kv == 0 || s.n_head % s.n_head_kv != 0 {
-        return Err(GpuError::Unsupported(format!("{} query heads over {} KV heads", s.n_head, s.n_head_kv)));
+    if s.n_head_kv == 0 || !s.n_head.is_multiple_of(s.n_head_kv) {
+        return Err(GpuError::Unsupported(format!(
+            "{} query heads over {} KV heads",
+            s.n_head, s.n_head_kv
+        )));
     }
     if n_tokens == 0 {
         return Ok(());
@@ -217,9 +296,18 @@ pub fn attention(
     let params = gpu.uniform(&p);
     let t = fold(n_tokens)?;
     if p.n_head > MAX_GROUPS {
-        return Err(GpuError::Unsupported(format!("{} attention heads", s.n_head)));
+        return Err(GpuError::Unsupported(format!(
+            "{} attention heads",
+            s.n_head
+        )));
     }
-    dispatch(gpu, enc, &gpu.pipes.attention, &[&params, q, k, v, offsets, out], [p.n_head, t[0], t[1]]);
+    dispatch(
+        gpu,
+        enc,
+        &gpu.pipes.attention,
+        &[&params, q, k, v, offsets, out],
+        [p.n_head, t[0], t[1]],
+    );
     Ok(())
 }
 
@@ -256,23 +344,53 @@ pub fn pool(
         return Ok(());
     }
     if n_seqs > MAX_GROUPS as usize {
-        return Err(GpuError::Unsupported(format!("{n_seqs} sequences in one batch")));
+        return Err(GpuError::Unsupported(format!(
+            "{n_seqs} sequences in one batch"
+        )));
     }
-    let params = gpu.uniform(&PoolParams { n_seqs: n_seqs as u32, dim: u32_of("dim", dim)?, mode: mode as u32, pad: 0 });
-    dispatch(gpu, enc, &gpu.pipes.pool, &[&params, hidden, offsets, out], [n_seqs as u32, 1, 1]);
+    let params = gpu.uniform(&PoolParams {
+        n_seqs: n_seqs as u32,
+        dim: u32_of("dim", dim)?,
+        mode: mode as u32,
+        pad: 0,
+    });
+    dispatch(
+        gpu,
+        enc,
+        &gpu.pipes.pool,
+        &[&params, hidden, offsets, out],
+        [n_seqs as u32, 1, 1],
+    );
     Ok(())
 }
 
 /// Each of `rows` rows of `dim` values scaled to unit L2 norm, in place.
-pub fn l2_normalize(gpu: &Gpu, enc: &mut wgpu::CommandEncoder, x: &wgpu::Buffer, rows: usize, dim: usize) -> Result<(), GpuError> {
+pub fn l2_normalize(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    x: &wgpu::Buffer,
+    rows: usize,
+    dim: usize,
+) -> Result<(), GpuError> {
     if rows == 0 {
         return Ok(());
     }
     if rows > MAX_GROUPS as usize {
         return Err(GpuError::Unsupported(format!("{rows} rows to normalise")));
     }
-    let params = gpu.uniform(&PoolParams { n_seqs: rows as u32, dim: u32_of("dim", dim)?, mode: 0, pad: 0 });
-    dispatch(gpu, enc, &gpu.pipes.l2_normalize, &[&params, x], [rows as u32, 1, 1]);
+    let params = gpu.uniform(&PoolParams {
+        n_seqs: rows as u32,
+        dim: u32_of("dim", dim)?,
+        mode: 0,
+        pad: 0,
+    });
+    dispatch(
+        gpu,
+        enc,
+        &gpu.pipes.l2_normalize,
+        &[&params, x],
+        [rows as u32, 1, 1],
+    );
     Ok(())
 }
 
@@ -282,13 +400,17 @@ pub fn seq_offsets(seqs: &[std::ops::Range<usize>], n_tokens: usize) -> Result<V
     let mut expect = 0;
     for s in seqs {
         if s.start != expect || s.end < s.start {
-            return Err(GpuError::Unsupported("sequences must be packed back to back".into()));
+            return Err(GpuError::Unsupported(
+                "sequences must be packed back to back".into(),
+            ));
         }
         off.push(u32_of("offset", s.start)?);
         expect = s.end;
     }
     if expect != n_tokens {
-        return Err(GpuError::Unsupported(format!("sequences cover {expect} of {n_tokens} tokens")));
+        return Err(GpuError::Unsupported(format!(
+            "sequences cover {expect} of {n_tokens} tokens"
+        )));
     }
     off.push(u32_of("offset", n_tokens)?);
     Ok(off)

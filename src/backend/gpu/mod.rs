@@ -69,7 +69,10 @@ pub fn select_backend() -> (Arc<dyn Backend>, String) {
 /// [`select_backend`] with the environment already read.
 pub fn select(choice: Choice, allow_cpu_adapter: bool) -> (Arc<dyn Backend>, String) {
     if choice == Choice::Cpu {
-        return (Arc::new(Cpu), "backend: cpu (QUIVER_BACKEND=cpu)".to_string());
+        return (
+            Arc::new(Cpu),
+            "backend: cpu (QUIVER_BACKEND=cpu)".to_string(),
+        );
     }
     open_gpu(choice == Choice::Gpu || allow_cpu_adapter)
 }
@@ -87,5 +90,8 @@ fn open_gpu(allow_cpu_adapter: bool) -> (Arc<dyn Backend>, String) {
 
 #[cfg(not(feature = "gpu"))]
 fn open_gpu(_allow_cpu_adapter: bool) -> (Arc<dyn Backend>, String) {
-    (Arc::new(Cpu), "backend: cpu (built without the `gpu` feature)".to_string())
+    (
+        Arc::new(Cpu),
+        "backend: cpu (built without the `gpu` feature)".to_string(),
+    )
 }

@@ -33,7 +33,10 @@ impl Pipe {
                 count: None,
             })
             .collect();
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(label), entries: &entries });
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(label),
+            entries: &entries,
+        });
         let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some(label),
             bind_group_layouts: &[Some(&layout)],
@@ -59,9 +62,16 @@ impl Pipe {
         let entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
             .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
             .collect();
-        device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &self.layout, entries: &entries })
+        device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &self.layout,
+            entries: &entries,
+        })
     }
 }
 
@@ -88,7 +98,9 @@ impl Pipelines {
         use Bind::*;
         // params, x, w, scales, bias, y
         let mm = [Uniform, Read, Read, Read, Read, ReadWrite];
-        let matmul = |label: &str, prelude: &str| Pipe::new(device, label, &format!("{prelude}\n{MATMUL_WGSL}"), &mm);
+        let matmul = |label: &str, prelude: &str| {
+            Pipe::new(device, label, &format!("{prelude}\n{MATMUL_WGSL}"), &mm)
+        };
         Pipelines {
             matmul_f32: matmul("matmul_f32", MATMUL_F32_WGSL),
             matmul_f16: matmul("matmul_f16", MATMUL_F16_WGSL),
@@ -99,17 +111,42 @@ impl Pipelines {
                 include_str!("../../../shaders/layer_norm.wgsl"),
                 &[Uniform, ReadWrite, Read, Read, Read],
             ),
-            rms_norm: Pipe::new(device, "rms_norm", include_str!("../../../shaders/rms_norm.wgsl"), &[Uniform, ReadWrite, Read]),
-            gelu: Pipe::new(device, "gelu", include_str!("../../../shaders/gelu.wgsl"), &[Uniform, ReadWrite]),
-            silu_mul: Pipe::new(device, "silu_mul", include_str!("../../../shaders/silu_mul.wgsl"), &[Uniform, ReadWrite, Read]),
+            rms_norm: Pipe::new(
+                device,
+                "rms_norm",
+                include_str!("../../../shaders/rms_norm.wgsl"),
+                &[Uniform, ReadWrite, Read],
+            ),
+            gelu: Pipe::new(
+                device,
+                "gelu",
+                include_str!("../../../shaders/gelu.wgsl"),
+                &[Uniform, ReadWrite],
+            ),
+            silu_mul: Pipe::new(
+                device,
+                "silu_mul",
+                include_str!("../../../shaders/silu_mul.wgsl"),
+                &[Uniform, ReadWrite, Read],
+            ),
             attention: Pipe::new(
                 device,
                 "attention",
                 include_str!("../../../shaders/attention.wgsl"),
                 &[Uniform, Read, Read, Read, Read, ReadWrite],
             ),
-            pool: Pipe::new(device, "pool", include_str!("../../../shaders/pool.wgsl"), &[Uniform, Read, Read, ReadWrite]),
-            l2_normalize: Pipe::new(device, "l2_normalize", include_str!("../../../shaders/l2_normalize.wgsl"), &[Uniform, ReadWrite]),
+            pool: Pipe::new(
+                device,
+                "pool",
+                include_str!("../../../shaders/pool.wgsl"),
+                &[Uniform, Read, Read, ReadWrite],
+            ),
+            l2_normalize: Pipe::new(
+                device,
+                "l2_normalize",
+                include_str!("../../../shaders/l2_normalize.wgsl"),
+                &[Uniform, ReadWrite],
+            ),
         }
     }
 }

@@ -41,23 +41,50 @@ pub fn repack_q8_0(data: &[u8]) -> (Vec<u8>, Vec<f32>) {
 pub fn upload_weight(gpu: &Gpu, what: &str, w: &TensorView) -> Result<GpuWeight, GpuError> {
     let (n, k) = (w.n_rows(), w.row_len());
     if n.checked_mul(k).is_none_or(|e| e > u32::MAX as usize) {
-        return Err(GpuError::Unsupported(format!("{what}: {n}×{k} elements overflow 32-bit indexing")));
+        return Err(GpuError::Unsupported(format!(
+            "{what}: {n}×{k} elements overflow 32-bit indexing"
+        )));
     }
     match w.dtype {
         DType::F32 | DType::F16 => {
-            let kind = if w.dtype == DType::F32 { WeightKind::F32 } else { WeightKind::F16 };
+            let kind = if w.dtype == DType::F32 {
+                WeightKind::F32
+            } else {
+                WeightKind::F16
+            };
             let buf = gpu.upload(what, w.data)?;
-            Ok(GpuWeight { kind, n, k, bytes: buf.size(), w: buf, scales: None })
+            Ok(GpuWeight {
+                kind,
+                n,
+                k,
+                bytes: buf.size(),
+                w: buf,
+                scales: None,
+            })
         }
         DType::Q8_0 => {
             let (qs, scales) = repack_q8_0(w.data);
             let buf = gpu.upload(what, &qs)?;
             let sbuf = gpu.upload_f32(what, &scales)?;
-            Ok(GpuWeight { kind: WeightKind::Q8_0, n, k, bytes: buf.size() + sbuf.size(), w: buf, scales: Some(sbuf) })
+            Ok(GpuWeight {
+                kind: WeightKind::Q8_0,
+                n,
+                k,
+                bytes: buf.size() + sbuf.size(),
+                w: buf,
+                scales: Some(sbuf),
+            })
         }
         _ => {
             let buf = gpu.upload_f32(what, &w.to_f32())?;
-            Ok(GpuWeight { kind: WeightKind::F32, n, k, bytes: buf.size(), w: buf, scales: None })
+            Ok(GpuWeight {
+                kind: WeightKind::F32,
+                n,
+                k,
+                bytes: buf.size(),
+                w: buf,
+                scales: None,
+            })
         }
     }
 }
@@ -86,6 +113,12 @@ impl WeightKey {
         eat(&d[..s]);
         eat(&d[d.len() / 2..(d.len() / 2 + s).min(d.len())]);
         eat(&d[d.len() - s..]);
-        WeightKey { ptr: d.as_ptr() as usize, len: d.len(), dtype: w.dtype, rows: w.n_rows(), sample: h }
+        WeightKey {
+            ptr: d.as_ptr() as usize,
+            len: d.len(),
+            dtype: w.dtype,
+            rows: w.n_rows(),
+            sample: h,
+        }
     }
 }
