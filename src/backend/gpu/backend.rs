@@ -341,6 +341,10 @@ impl Backend for GpuBackend {
         "gpu"
     }
 
+    fn vram_bytes(&self) -> u64 {
+        GpuBackend::vram_bytes(self)
+    }
+
     fn linear(&self, x: &[f32], m: usize, w: &TensorView, bias: Option<&[f32]>, y: &mut [f32]) {
         if !self.on_gpu("linear", || self.try_linear(x, m, w, bias, y)) {
             self.cpu.linear(x, m, w, bias, y);
