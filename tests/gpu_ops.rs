@@ -416,6 +416,39 @@ fn lost_device_falls_back_to_cpu_without_panicking() {
 }
 
 #[test]
+fn shared_backends_share_the_device_but_not_the_weights() {
+    let Some(_probe) = backend() else { return };
+    let (a, b) = (
+        GpuBackend::shared(true).unwrap(),
+        GpuBackend::shared(true).unwrap(),
+    );
+    assert!(
+        std::sync::Arc::ptr_eq(a.gpu(), b.gpu()),
+        "one device for the process"
+    );
+    let mut rng = Rng(31);
+    let bytes = weight_bytes(DType::F32, &rng.vec(32 * 8, 1.0));
+    let view = TensorView {
+        dtype: DType::F32,
+        shape: [32, 8, 1, 1],
+        n_dims: 2,
+        data: &bytes,
+    };
+    let x = rng.vec(2 * 32, 1.0);
+    let (mut ya, mut yb) = (vec![0.0; 16], vec![0.0; 16]);
+    a.try_linear(&x, 2, &view, None, &mut ya).unwrap();
+    assert!(a.vram_bytes() > 0);
+    assert_eq!(
+        b.vram_bytes(),
+        0,
+        "weights belong to the backend that uploaded them"
+    );
+    drop(a);
+    b.try_linear(&x, 2, &view, None, &mut yb).unwrap();
+    assert_eq!(ya, yb);
+}
+
+#[test]
 fn selection_follows_quiver_backend() {
     let (cpu, line) = select(Choice::Cpu, false);
     assert_eq!(cpu.name(), "cpu");

@@ -10,7 +10,7 @@ use crate::tensor::TensorView;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 /// Activation buffers kept between calls, by power-of-two size class.
 #[derive(Default)]
@@ -98,6 +98,23 @@ impl GpuBackend {
     /// pipeline.
     pub fn new(allow_cpu_adapter: bool) -> Result<GpuBackend, GpuError> {
         Ok(GpuBackend::on(Arc::new(Gpu::open(allow_cpu_adapter)?)))
+    }
+
+    /// A backend of its own (its own weight cache, freed when it is dropped) on the process's
+    /// shared device, opened on first use and opened again if it was lost. Use one per loaded
+    /// model: unloading the model then frees its GPU memory while the device stays.
+    pub fn shared(allow_cpu_adapter: bool) -> Result<GpuBackend, GpuError> {
+        static SHARED: Mutex<Option<Weak<Gpu>>> = Mutex::new(None);
+        let mut slot = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+        let usable = |g: &Arc<Gpu>| {
+            g.check().is_ok() && (allow_cpu_adapter || g.info.device_type != wgpu::DeviceType::Cpu)
+        };
+        if let Some(g) = slot.as_ref().and_then(Weak::upgrade).filter(usable) {
+            return Ok(GpuBackend::on(g));
+        }
+        let g = Arc::new(Gpu::open(allow_cpu_adapter)?);
+        *slot = Some(Arc::downgrade(&g));
+        Ok(GpuBackend::on(g))
     }
 
     pub fn on(gpu: Arc<Gpu>) -> GpuBackend {

@@ -55,8 +55,10 @@ fn env_flag(name: &str) -> bool {
     std::env::var(name).is_ok_and(|v| matches!(v.trim(), "1" | "true" | "yes"))
 }
 
-/// The backend a server should load models on, and a line saying why, for its log.
-/// Never fails: anything that keeps the GPU from working means the CPU backend.
+/// The backend a server should load a model on, and a line saying why, for its log.
+/// Never fails: anything that keeps the GPU from working means the CPU backend. Call it once
+/// per model load: GPU backends share one device but each keeps its own weights, which are
+/// freed when the model (and so its backend) is dropped.
 pub fn select_backend() -> (Arc<dyn Backend>, String) {
     let raw = std::env::var("QUIVER_BACKEND").ok();
     let choice = match Choice::parse(raw.as_deref()) {
@@ -79,7 +81,7 @@ pub fn select(choice: Choice, allow_cpu_adapter: bool) -> (Arc<dyn Backend>, Str
 
 #[cfg(feature = "gpu")]
 fn open_gpu(allow_cpu_adapter: bool) -> (Arc<dyn Backend>, String) {
-    match GpuBackend::new(allow_cpu_adapter) {
+    match GpuBackend::shared(allow_cpu_adapter) {
         Ok(g) => {
             let line = format!("backend: gpu on {}", g.adapter());
             (Arc::new(g), line)
