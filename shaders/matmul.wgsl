@@ -1,6 +1,9 @@
 // Tiled matmul: y[m×n] = x[m×k] · Wᵀ (+ bias). W is n rows of k values; how one weight is read
 // (`w_at`) comes from the dtype prelude (matmul_f32/f16/q8_0.wgsl) that is prepended to this file.
 //
+// A weight too large for one storage binding is uploaded in row blocks; each block is one
+// dispatch writing columns col_off.. of y, whose rows are ldy values long.
+//
 // A 16×16 workgroup computes a 64×64 tile of y, each thread a 4×4 block; x and W panels of
 // 64×16 are staged in workgroup memory so every global value is read once per tile.
 
@@ -9,6 +12,10 @@ struct Params {
     n: u32,
     k: u32,
     has_bias: u32,
+    ldy: u32,
+    col_off: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -79,9 +86,9 @@ fn main(
             if (r < p.m && c < p.n) {
                 var v = acc[i * 4u + j];
                 if (p.has_bias != 0u) {
-                    v += bias[c];
+                    v += bias[p.col_off + c];
                 }
-                y[r * p.n + c] = v;
+                y[r * p.ldy + p.col_off + c] = v;
             }
         }
     }

@@ -152,6 +152,42 @@ fn matmul_matches_reference_for_each_dtype_and_shape() {
 }
 
 #[test]
+fn weights_beyond_one_binding_are_split_by_rows() {
+    let Some(be) = backend() else { return };
+    // Far below any real adapter's limit, so these small weights need several bindings.
+    be.gpu().limit_bindings_to(4096);
+    let mut rng = Rng(37);
+    let bytes = weight_bytes(DType::F32, &rng.vec(64 * 70, 1.0));
+    let view = TensorView {
+        dtype: DType::F32,
+        shape: [64, 70, 1, 1],
+        n_dims: 2,
+        data: &bytes,
+    };
+    let w = quiver::backend::gpu::weights::upload_weight(be.gpu(), "w", &view).unwrap();
+    assert_eq!(
+        w.parts.iter().map(|p| p.rows).collect::<Vec<_>>(),
+        [16, 16, 16, 16, 6]
+    );
+    check_linear(&be, &mut rng, DType::F32, 5, 64, 70, true);
+    check_linear(&be, &mut rng, DType::F16, 5, 64, 100, false);
+    check_linear(&be, &mut rng, DType::F16, 3, 33, 130, true);
+    check_linear(&be, &mut rng, DType::Q8_0, 5, 64, 200, true);
+    // A single row that does not fit is a clear error.
+    let bytes = weight_bytes(DType::F32, &rng.vec(2048 * 2, 1.0));
+    let view = TensorView {
+        dtype: DType::F32,
+        shape: [2048, 2, 1, 1],
+        n_dims: 2,
+        data: &bytes,
+    };
+    let err = be
+        .try_linear(&[0.0; 2048], 1, &view, None, &mut [0.0; 2])
+        .unwrap_err();
+    assert!(err.to_string().contains("4096"), "{err}");
+}
+
+#[test]
 fn backend_linear_caches_weights_and_matches_cpu() {
     let Some(be) = backend() else { return };
     let mut rng = Rng(7);

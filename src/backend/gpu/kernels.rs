@@ -63,6 +63,9 @@ struct MatmulParams {
     n: u32,
     k: u32,
     has_bias: u32,
+    ldy: u32,
+    col_off: u32,
+    pad: [u32; 2],
 }
 
 /// y[m×n] = x[m×k] · Wᵀ (+ bias).
@@ -81,40 +84,48 @@ pub fn matmul(
             w.k, w.n, w.k
         )));
     }
-    let p = MatmulParams {
-        m: m as u32,
-        n: w.n as u32,
-        k: w.k as u32,
-        has_bias: bias.is_some() as u32,
-    };
-    let params = gpu.uniform(&p);
     let pipe = match w.kind {
         WeightKind::F32 => &gpu.pipes.matmul_f32,
         WeightKind::F16 => &gpu.pipes.matmul_f16,
         WeightKind::Q8_0 => &gpu.pipes.matmul_q8_0,
     };
-    let scales = w.scales.as_ref().unwrap_or(&gpu.dummy);
-    let groups = [
-        u32_of("tiles", w.n.div_ceil(64))?,
-        u32_of("tiles", m.div_ceil(64))?,
-        1,
-    ];
-    if groups[0] > MAX_GROUPS || groups[1] > MAX_GROUPS {
-        return Err(GpuError::Unsupported(format!(
-            "matmul {m}×{} has too many tiles",
-            w.n
-        )));
-    }
     if m == 0 {
         return Ok(());
     }
-    dispatch(
-        gpu,
-        enc,
-        pipe,
-        &[&params, x, &w.w, scales, bias.unwrap_or(&gpu.dummy), y],
-        groups,
-    );
+    let row_tiles = u32_of("tiles", m.div_ceil(64))?;
+    if row_tiles > MAX_GROUPS {
+        return Err(GpuError::Unsupported(format!(
+            "matmul with {m} rows has too many tiles"
+        )));
+    }
+    // One dispatch per row block of W, each filling its own columns of y.
+    for part in &w.parts {
+        let p = MatmulParams {
+            m: m as u32,
+            n: part.rows as u32,
+            k: w.k as u32,
+            has_bias: bias.is_some() as u32,
+            ldy: w.n as u32,
+            col_off: part.row0 as u32,
+            pad: [0; 2],
+        };
+        let col_tiles = u32_of("tiles", part.rows.div_ceil(64))?;
+        if col_tiles > MAX_GROUPS {
+            return Err(GpuError::Unsupported(format!(
+                "matmul with {} outputs has too many tiles",
+                part.rows
+            )));
+        }
+        let params = gpu.uniform(&p);
+        let scales = part.scales.as_ref().unwrap_or(&gpu.dummy);
+        dispatch(
+            gpu,
+            enc,
+            pipe,
+            &[&params, x, &part.w, scales, bias.unwrap_or(&gpu.dummy), y],
+            [col_tiles, row_tiles, 1],
+        );
+    }
     Ok(())
 }
 

@@ -11,16 +11,23 @@ pub enum WeightKind {
     Q8_0,
 }
 
-/// `n` rows of `k` values.
+/// `n` rows of `k` values, in one or more row blocks (a block per storage binding).
 pub struct GpuWeight {
     pub kind: WeightKind,
     pub n: usize,
     pub k: usize,
+    pub parts: Vec<WeightPart>,
+    /// GPU memory the weight takes.
+    pub bytes: u64,
+}
+
+/// Rows `row0 .. row0 + rows` of a weight.
+pub struct WeightPart {
+    pub row0: usize,
+    pub rows: usize,
     pub w: wgpu::Buffer,
     /// Per-block scales (Q8_0 only).
     pub scales: Option<wgpu::Buffer>,
-    /// GPU memory the weight takes.
-    pub bytes: u64,
 }
 
 const Q8_0_BLOCK: usize = 32;
@@ -45,48 +52,65 @@ pub fn upload_weight(gpu: &Gpu, what: &str, w: &TensorView) -> Result<GpuWeight,
             "{what}: {n}×{k} elements overflow 32-bit indexing"
         )));
     }
-    match w.dtype {
-        DType::F32 | DType::F16 => {
-            let kind = if w.dtype == DType::F32 {
-                WeightKind::F32
-            } else {
-                WeightKind::F16
-            };
-            let buf = gpu.upload(what, w.data)?;
-            Ok(GpuWeight {
-                kind,
-                n,
-                k,
-                bytes: buf.size(),
-                w: buf,
-                scales: None,
-            })
-        }
-        DType::Q8_0 => {
-            let (qs, scales) = repack_q8_0(w.data);
-            let buf = gpu.upload(what, &qs)?;
-            let sbuf = gpu.upload_f32(what, &scales)?;
-            Ok(GpuWeight {
-                kind: WeightKind::Q8_0,
-                n,
-                k,
-                bytes: buf.size() + sbuf.size(),
-                w: buf,
-                scales: Some(sbuf),
-            })
-        }
-        _ => {
-            let buf = gpu.upload_f32(what, &w.to_f32())?;
-            Ok(GpuWeight {
-                kind: WeightKind::F32,
-                n,
-                k,
-                bytes: buf.size(),
-                w: buf,
-                scales: None,
-            })
+    // Bytes of one row as the shader reads it, and the file bytes of one row.
+    let (kind, gpu_row, file_row) = match w.dtype {
+        DType::F32 => (WeightKind::F32, k * 4, k * 4),
+        DType::F16 => (WeightKind::F16, k * 2, k * 2),
+        DType::Q8_0 => (WeightKind::Q8_0, k, k / Q8_0_BLOCK * Q8_0_BYTES),
+        _ => (WeightKind::F32, k * 4, 0),
+    };
+    let limit = gpu.binding_limit() as usize;
+    if gpu_row > limit {
+        return Err(GpuError::TooLarge {
+            what: format!("{what} (one row)"),
+            bytes: gpu_row as u64,
+            limit: limit as u64,
+        });
+    }
+    let mut per_part = (limit / gpu_row.max(1)).clamp(1, n.max(1));
+    // Two F16 values share a u32 word: a block must start on an even element.
+    if kind == WeightKind::F16 && k % 2 == 1 && per_part < n {
+        per_part = (per_part & !1).max(2);
+        if per_part * gpu_row > limit {
+            return Err(GpuError::Unsupported(format!(
+                "{what}: odd F16 rows too long to split"
+            )));
         }
     }
+    let dequantised = (file_row == 0).then(|| w.to_f32());
+    let mut parts = Vec::new();
+    let mut bytes = 0;
+    for row0 in (0..n.max(1)).step_by(per_part) {
+        let rows = per_part.min(n - row0);
+        let (buf, scales) = match (&dequantised, kind) {
+            (Some(all), _) => (
+                gpu.upload_f32(what, &all[row0 * k..(row0 + rows) * k])?,
+                None,
+            ),
+            (None, WeightKind::Q8_0) => {
+                let (qs, sc) = repack_q8_0(&w.data[row0 * file_row..(row0 + rows) * file_row]);
+                (gpu.upload(what, &qs)?, Some(gpu.upload_f32(what, &sc)?))
+            }
+            (None, _) => (
+                gpu.upload(what, &w.data[row0 * file_row..(row0 + rows) * file_row])?,
+                None,
+            ),
+        };
+        bytes += buf.size() + scales.as_ref().map_or(0, wgpu::Buffer::size);
+        parts.push(WeightPart {
+            row0,
+            rows,
+            w: buf,
+            scales,
+        });
+    }
+    Ok(GpuWeight {
+        kind,
+        n,
+        k,
+        parts,
+        bytes,
+    })
 }
 
 /// Identifies a weight by where its bytes live plus a sample of the bytes themselves, so a
