@@ -58,7 +58,7 @@ fn compare(path: &str, min_cos: f64) {
     let gpu_model = Model::load(open(path).unwrap(), gpu.clone()).unwrap();
     let want = cpu_model.embed_tokens(&seqs()).unwrap();
 
-    // Per-op backend, one sequence at a time and all together.
+    // Per-op backend, all sequences packed into one batch.
     let got = gpu_model.embed_tokens(&seqs()).unwrap();
     assert!(!gpu.fell_back(), "the GPU backend fell back to the CPU");
     assert!(
@@ -66,11 +66,6 @@ fn compare(path: &str, min_cos: f64) {
         "weights on the GPU: {}",
         gpu.vram_bytes()
     );
-    for s in seqs() {
-        let one = gpu_model.embed_tokens(std::slice::from_ref(&s)).unwrap();
-        let c = cosine(&one[0], &cpu_model.embed_tokens(&[s]).unwrap()[0]);
-        assert!(c >= min_cos, "{path} per-op single sequence: cosine {c}");
-    }
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         let c = cosine(g, w);
         eprintln!("{path} per-op seq {i}: cosine {c:.7}");

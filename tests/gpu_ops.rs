@@ -140,6 +140,9 @@ fn matmul_matches_reference_for_each_dtype_and_shape() {
         (130, 1536, 70),
         (7, 32, 200),
         (64, 64, 64),
+        // Either side of the switch from 16-row to 64-row tiles.
+        (32, 64, 70),
+        (33, 64, 70),
     ];
     for dtype in [DType::F32, DType::F16, DType::Q8_0] {
         for (i, &(m, k, n)) in shapes.iter().enumerate() {

@@ -3,7 +3,7 @@
 //! whole-forward path.
 
 use super::context::{Gpu, GpuError};
-use super::pipelines::Pipe;
+use super::pipelines::{Pipe, SMALL_M_TILE};
 use super::weights::{GpuWeight, WeightKind};
 use crate::backend::AttnShape;
 
@@ -84,15 +84,21 @@ pub fn matmul(
             w.k, w.n, w.k
         )));
     }
+    // Short batches take the 16-row tiles: 64-row tiles would be mostly padding.
+    let (variant, bm) = if m <= 2 * SMALL_M_TILE {
+        (1, SMALL_M_TILE)
+    } else {
+        (0, 64)
+    };
     let pipe = match w.kind {
-        WeightKind::F32 => &gpu.pipes.matmul_f32,
-        WeightKind::F16 => &gpu.pipes.matmul_f16,
-        WeightKind::Q8_0 => &gpu.pipes.matmul_q8_0,
+        WeightKind::F32 => &gpu.pipes.matmul_f32[variant],
+        WeightKind::F16 => &gpu.pipes.matmul_f16[variant],
+        WeightKind::Q8_0 => &gpu.pipes.matmul_q8_0[variant],
     };
     if m == 0 {
         return Ok(());
     }
-    let row_tiles = u32_of("tiles", m.div_ceil(64))?;
+    let row_tiles = u32_of("tiles", m.div_ceil(bm))?;
     if row_tiles > MAX_GROUPS {
         return Err(GpuError::Unsupported(format!(
             "matmul with {m} rows has too many tiles"

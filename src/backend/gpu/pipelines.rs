@@ -80,10 +80,14 @@ pub const MATMUL_F32_WGSL: &str = include_str!("../../../shaders/matmul_f32.wgsl
 pub const MATMUL_F16_WGSL: &str = include_str!("../../../shaders/matmul_f16.wgsl");
 pub const MATMUL_Q8_0_WGSL: &str = include_str!("../../../shaders/matmul_q8_0.wgsl");
 
+/// Rows of y per workgroup in the matmul variant for short batches.
+pub const SMALL_M_TILE: usize = 16;
+
 pub struct Pipelines {
-    pub matmul_f32: Pipe,
-    pub matmul_f16: Pipe,
-    pub matmul_q8_0: Pipe,
+    /// Per weight dtype: [64-row tiles, 16-row tiles (see `SMALL_M_TILE`)].
+    pub matmul_f32: [Pipe; 2],
+    pub matmul_f16: [Pipe; 2],
+    pub matmul_q8_0: [Pipe; 2],
     pub layer_norm: Pipe,
     pub rms_norm: Pipe,
     pub gelu: Pipe,
@@ -98,8 +102,19 @@ impl Pipelines {
         use Bind::*;
         // params, x, w, scales, bias, y
         let mm = [Uniform, Read, Read, Read, Read, ReadWrite];
+        let small = MATMUL_WGSL.replace(
+            "const BM: u32 = 64u;",
+            &format!("const BM: u32 = {SMALL_M_TILE}u;"),
+        );
+        debug_assert_ne!(
+            small, MATMUL_WGSL,
+            "matmul.wgsl declares BM as the variants expect"
+        );
         let matmul = |label: &str, prelude: &str| {
-            Pipe::new(device, label, &format!("{prelude}\n{MATMUL_WGSL}"), &mm)
+            [
+                Pipe::new(device, label, &format!("{prelude}\n{MATMUL_WGSL}"), &mm),
+                Pipe::new(device, label, &format!("{prelude}\n{small}"), &mm),
+            ]
         };
         Pipelines {
             matmul_f32: matmul("matmul_f32", MATMUL_F32_WGSL),
