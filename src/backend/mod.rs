@@ -4,6 +4,7 @@
 //! the CPU backend runs them through `quiver_kernels`.
 
 pub mod cpu;
+pub mod gpu;
 
 pub use quiver_kernels::attention::AttnShape;
 
@@ -12,6 +13,12 @@ use std::ops::Range;
 
 pub trait Backend: Send + Sync {
     fn name(&self) -> &'static str;
+
+    /// Bytes of model weights this backend holds in device memory (`/api/ps` `size_vram`);
+    /// 0 for backends that read weights from host memory.
+    fn vram_bytes(&self) -> u64 {
+        0
+    }
 
     /// y[m×n] = x[m×k] · Wᵀ (+ bias): W is `n` rows of `k` values in any GGML dtype.
     fn linear(&self, x: &[f32], m: usize, w: &TensorView, bias: Option<&[f32]>, y: &mut [f32]);

@@ -1,0 +1,99 @@
+//! The GPU backend: BERT's operations as WGSL compute shaders (shaders/*.wgsl) through wgpu,
+//! on Vulkan, Metal or DX12.
+//!
+//! - [`GpuBackend`] implements [`Backend`] op by op: weights uploaded once, activations
+//!   uploaded and read back per call; a GPU fault switches it to the CPU kernels.
+//! - [`GpuBert`] runs a whole BERT forward pass (and pooling) as one command buffer with
+//!   activations kept on the GPU.
+//! - [`select_backend`] picks GPU or CPU from `QUIVER_BACKEND` for the server.
+
+#[cfg(feature = "gpu")]
+mod backend;
+#[cfg(feature = "gpu")]
+mod bert;
+#[cfg(feature = "gpu")]
+pub mod context;
+#[cfg(feature = "gpu")]
+pub mod kernels;
+#[cfg(feature = "gpu")]
+mod pipelines;
+#[cfg(feature = "gpu")]
+pub mod weights;
+
+#[cfg(feature = "gpu")]
+pub use backend::GpuBackend;
+#[cfg(feature = "gpu")]
+pub use bert::{forward_bert, GpuBert};
+#[cfg(feature = "gpu")]
+pub use context::{list_adapters, Gpu, GpuError};
+
+use crate::backend::{cpu::Cpu, Backend};
+use std::sync::Arc;
+
+/// What `QUIVER_BACKEND` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Choice {
+    Cpu,
+    /// A GPU, CPU adapters (lavapipe, WARP) included: the user asked for it.
+    Gpu,
+    /// A real GPU if there is one (or a CPU adapter with QUIVER_GPU_ALLOW_CPU_ADAPTER=1), else the CPU.
+    Auto,
+}
+
+impl Choice {
+    pub fn parse(v: Option<&str>) -> Result<Choice, String> {
+        match v.map(str::trim).map(str::to_ascii_lowercase).as_deref() {
+            None | Some("") | Some("auto") => Ok(Choice::Auto),
+            Some("cpu") => Ok(Choice::Cpu),
+            Some("gpu") => Ok(Choice::Gpu),
+            Some(other) => Err(format!("QUIVER_BACKEND={other:?} is not cpu, gpu or auto")),
+        }
+    }
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| matches!(v.trim(), "1" | "true" | "yes"))
+}
+
+/// The backend a server should load a model on, and a line saying why, for its log.
+/// Never fails: anything that keeps the GPU from working means the CPU backend. Call it once
+/// per model load: GPU backends share one device but each keeps its own weights, which are
+/// freed when the model (and so its backend) is dropped.
+pub fn select_backend() -> (Arc<dyn Backend>, String) {
+    let raw = std::env::var("QUIVER_BACKEND").ok();
+    let choice = match Choice::parse(raw.as_deref()) {
+        Ok(c) => c,
+        Err(why) => return (Arc::new(Cpu), format!("backend: cpu ({why})")),
+    };
+    select(choice, env_flag("QUIVER_GPU_ALLOW_CPU_ADAPTER"))
+}
+
+/// [`select_backend`] with the environment already read.
+pub fn select(choice: Choice, allow_cpu_adapter: bool) -> (Arc<dyn Backend>, String) {
+    if choice == Choice::Cpu {
+        return (
+            Arc::new(Cpu),
+            "backend: cpu (QUIVER_BACKEND=cpu)".to_string(),
+        );
+    }
+    open_gpu(choice == Choice::Gpu || allow_cpu_adapter)
+}
+
+#[cfg(feature = "gpu")]
+fn open_gpu(allow_cpu_adapter: bool) -> (Arc<dyn Backend>, String) {
+    match GpuBackend::shared(allow_cpu_adapter) {
+        Ok(g) => {
+            let line = format!("backend: gpu on {}", g.adapter());
+            (Arc::new(g), line)
+        }
+        Err(e) => (Arc::new(Cpu), format!("backend: cpu ({e})")),
+    }
+}
+
+#[cfg(not(feature = "gpu"))]
+fn open_gpu(_allow_cpu_adapter: bool) -> (Arc<dyn Backend>, String) {
+    (
+        Arc::new(Cpu),
+        "backend: cpu (built without the `gpu` feature)".to_string(),
+    )
+}
