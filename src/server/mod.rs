@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub keep_alive_default: Option<Duration>,
     /// `OLLAMA_MAX_LOADED_MODELS`.
     pub max_loaded_models: usize,
+    /// Most tokens per forward pass when batching concurrent requests (`QUIVER_BATCH_TOKENS`).
+    pub batch_tokens: usize,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +61,7 @@ impl Default for ServerConfig {
             origins: Vec::new(),
             keep_alive_default: Some(Duration::from_secs(300)),
             max_loaded_models: 3,
+            batch_tokens: 16_384,
         }
     }
 }
@@ -72,7 +75,7 @@ fn env_var(key: &str) -> Option<String> {
 
 impl ServerConfig {
     /// `QUIVER_HOST` (else `OLLAMA_HOST`), `OLLAMA_ORIGINS`, `OLLAMA_KEEP_ALIVE`,
-    /// `OLLAMA_MAX_LOADED_MODELS`, `QUIVER_MAX_BODY`, `QUIVER_WORKERS`.
+    /// `OLLAMA_MAX_LOADED_MODELS`, `QUIVER_MAX_BODY`, `QUIVER_WORKERS`, `QUIVER_BATCH_TOKENS`.
     pub fn from_env() -> Result<ServerConfig, String> {
         let mut c = ServerConfig::default();
         if let Some(h) = env_var("QUIVER_HOST").or_else(|| env_var("OLLAMA_HOST")) {
@@ -94,6 +97,9 @@ impl ServerConfig {
         }
         if let Some(b) = env_var("QUIVER_MAX_BODY") {
             c.max_body_bytes = parse_size(&b).ok_or_else(|| format!("QUIVER_MAX_BODY: {b:?} is not a size"))?;
+        }
+        if let Some(t) = env_var("QUIVER_BATCH_TOKENS") {
+            c.batch_tokens = t.parse().ok().filter(|&n| n > 0).ok_or_else(|| format!("QUIVER_BATCH_TOKENS: {t:?} is not a count"))?;
         }
         if let Some(w) = env_var("QUIVER_WORKERS") {
             c.workers = w.parse().ok().filter(|&n| n > 0).ok_or_else(|| format!("QUIVER_WORKERS: {w:?} is not a count"))?;
@@ -242,6 +248,7 @@ fn start_inner(config: ServerConfig, store: Arc<Store>, log: bool) -> Result<Run
     let engine_cfg = EngineConfig {
         keep_alive_default: config.keep_alive_default.map_or(KeepAlive::Forever, KeepAlive::For),
         max_loaded_models: config.max_loaded_models.max(1),
+        token_budget: config.batch_tokens.max(1),
         ..EngineConfig::default()
     };
     let engine = Engine::new(store, Arc::new(Cpu), engine_cfg);

@@ -6,7 +6,7 @@
 use quiver::server::{start, RunningServer, ServerConfig};
 use quiver::store::Store;
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
