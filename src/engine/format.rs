@@ -68,7 +68,12 @@ pub fn rfc3339_with_offset(unix_secs: i64, nanos: u32, offset_secs: i64) -> Stri
     let days = local.div_euclid(86_400);
     let sod = local.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    let mut out = format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", sod / 3600, sod / 60 % 60, sod % 60);
+    let mut out = format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60
+    );
     if nanos != 0 {
         let frac = format!("{nanos:09}");
         out.push('.');
@@ -118,12 +123,27 @@ mod tests {
     fn rfc3339_forms() {
         // 2026-11-24T21:38:31.83753Z
         let t = 1_795_556_311;
-        assert_eq!(rfc3339_with_offset(t, 837_530_000, 0), "2026-11-24T21:38:31.83753Z");
-        assert_eq!(rfc3339_with_offset(t, 837_530_000, -7 * 3600), "2026-11-24T14:38:31.83753-07:00");
-        assert_eq!(rfc3339_with_offset(t, 0, 5 * 3600 + 1800), "2026-11-25T03:08:31+05:30");
+        assert_eq!(
+            rfc3339_with_offset(t, 837_530_000, 0),
+            "2026-11-24T21:38:31.83753Z"
+        );
+        assert_eq!(
+            rfc3339_with_offset(t, 837_530_000, -7 * 3600),
+            "2026-11-24T14:38:31.83753-07:00"
+        );
+        assert_eq!(
+            rfc3339_with_offset(t, 0, 5 * 3600 + 1800),
+            "2026-11-25T03:08:31+05:30"
+        );
         assert_eq!(rfc3339_with_offset(0, 0, 0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339_with_offset(951_782_400, 0, 0), "2000-02-29T00:00:00Z");
+        assert_eq!(
+            rfc3339_with_offset(951_782_400, 0, 0),
+            "2000-02-29T00:00:00Z"
+        );
         // Ollama's "forever" is now + MaxInt64 ns: a year in the 2300s, still formatted.
-        assert!(rfc3339_local(SystemTime::now() + std::time::Duration::from_nanos(i64::MAX as u64)).starts_with("23"));
+        assert!(rfc3339_local(
+            SystemTime::now() + std::time::Duration::from_nanos(i64::MAX as u64)
+        )
+        .starts_with("23"));
     }
 }

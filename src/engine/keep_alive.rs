@@ -102,7 +102,10 @@ pub fn parse_go_duration(orig: &str) -> Result<i128, String> {
         if int_part.is_empty() && frac_part.is_empty() {
             return Err(invalid());
         }
-        let unit_len = rest.bytes().take_while(|b| !b.is_ascii_digit() && *b != b'.').count();
+        let unit_len = rest
+            .bytes()
+            .take_while(|b| !b.is_ascii_digit() && *b != b'.')
+            .count();
         let (unit, rest) = rest.split_at(unit_len);
         if unit.is_empty() {
             return Err(format!("time: missing unit in duration {orig:?}"));
@@ -116,7 +119,11 @@ pub fn parse_go_duration(orig: &str) -> Result<i128, String> {
             "h" => 3_600_000_000_000,
             _ => return Err(format!("time: unknown unit {unit:?} in duration {orig:?}")),
         };
-        let int: u128 = if int_part.is_empty() { 0 } else { int_part.parse().map_err(|_| invalid())? };
+        let int: u128 = if int_part.is_empty() {
+            0
+        } else {
+            int_part.parse().map_err(|_| invalid())?
+        };
         let mut value = int.checked_mul(mult).ok_or_else(invalid)?;
         // The fraction, exact to the nanosecond (digits past 18 cannot matter).
         let frac_digits = &frac_part[..frac_part.len().min(18)];
@@ -149,7 +156,9 @@ mod tests {
         assert_eq!(parse_go_duration("0"), Ok(0));
         assert_eq!(parse_go_duration("2us"), Ok(2_000));
         assert!(parse_go_duration("5").unwrap_err().contains("missing unit"));
-        assert!(parse_go_duration("5d").unwrap_err().contains("unknown unit"));
+        assert!(parse_go_duration("5d")
+            .unwrap_err()
+            .contains("unknown unit"));
         assert!(parse_go_duration("").is_err());
         assert!(parse_go_duration("m").is_err());
         assert!(parse_go_duration("99999999999h").is_err());
@@ -160,11 +169,23 @@ mod tests {
         let d = |s| Some(KeepAlive::For(Duration::from_secs(s)));
         assert_eq!(KeepAlive::from_json(&json!(10)), Ok(d(10)));
         assert_eq!(KeepAlive::from_json(&json!(0)), Ok(d(0)));
-        assert_eq!(KeepAlive::from_json(&json!(0.5)), Ok(Some(KeepAlive::For(Duration::from_millis(500)))));
-        assert_eq!(KeepAlive::from_json(&json!(-1)), Ok(Some(KeepAlive::Forever)));
+        assert_eq!(
+            KeepAlive::from_json(&json!(0.5)),
+            Ok(Some(KeepAlive::For(Duration::from_millis(500))))
+        );
+        assert_eq!(
+            KeepAlive::from_json(&json!(-1)),
+            Ok(Some(KeepAlive::Forever))
+        );
         assert_eq!(KeepAlive::from_json(&json!("5m")), Ok(d(300)));
-        assert_eq!(KeepAlive::from_json(&json!("-1")), Ok(Some(KeepAlive::Forever)));
-        assert_eq!(KeepAlive::from_json(&json!("-1m")), Ok(Some(KeepAlive::Forever)));
+        assert_eq!(
+            KeepAlive::from_json(&json!("-1")),
+            Ok(Some(KeepAlive::Forever))
+        );
+        assert_eq!(
+            KeepAlive::from_json(&json!("-1m")),
+            Ok(Some(KeepAlive::Forever))
+        );
         assert_eq!(KeepAlive::from_json(&json!("30")), Ok(d(30)));
         assert_eq!(KeepAlive::from_json(&json!(null)), Ok(None));
         assert!(KeepAlive::from_json(&json!(true)).is_err());

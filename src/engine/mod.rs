@@ -51,7 +51,10 @@ impl Default for EngineConfig {
 pub enum EngineError {
     Store(StoreError),
     /// The file is there but is not a model Quiver can embed with.
-    CannotEmbed { name: String, why: String },
+    CannotEmbed {
+        name: String,
+        why: String,
+    },
     /// Reading the model failed (I/O).
     Io(String),
     /// Too much work queued for this model.
@@ -64,9 +67,13 @@ impl fmt::Display for EngineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EngineError::Store(e) => write!(f, "{e}"),
-            EngineError::CannotEmbed { name, why } => write!(f, "{name:?} does not support embeddings: {why}"),
+            EngineError::CannotEmbed { name, why } => {
+                write!(f, "{name:?} does not support embeddings: {why}")
+            }
             EngineError::Io(e) => write!(f, "{e}"),
-            EngineError::Busy => f.write_str("server busy, please try again.  maximum pending requests exceeded"),
+            EngineError::Busy => {
+                f.write_str("server busy, please try again.  maximum pending requests exceeded")
+            }
             EngineError::Embed(e) => write!(f, "{e}"),
             EngineError::ShuttingDown => f.write_str("server is shutting down"),
         }
@@ -89,7 +96,9 @@ pub struct Details {
 impl Details {
     pub fn from_header(h: &Gguf) -> Details {
         let family = h.architecture().unwrap_or_default().to_string();
-        let params = h.get_u64("general.parameter_count").unwrap_or_else(|| h.parameter_count());
+        let params = h
+            .get_u64("general.parameter_count")
+            .unwrap_or_else(|| h.parameter_count());
         Details {
             parent_model: String::new(),
             format: "gguf".into(),
@@ -143,7 +152,12 @@ impl Loaded {
         let now = Instant::now();
         match ka {
             KeepAlive::Forever => life.deadline = None,
-            KeepAlive::For(d) => life.deadline = Some(now.checked_add(d).unwrap_or(now + Duration::from_secs(1 << 40))),
+            KeepAlive::For(d) => {
+                life.deadline = Some(
+                    now.checked_add(d)
+                        .unwrap_or(now + Duration::from_secs(1 << 40)),
+                )
+            }
         }
         life.expires_at = SystemTime::now() + ka.as_duration();
     }
@@ -220,7 +234,10 @@ impl Engine {
             store,
             backend,
             cfg,
-            state: Mutex::new(State { models: HashMap::new(), stopping: false }),
+            state: Mutex::new(State {
+                models: HashMap::new(),
+                stopping: false,
+            }),
             reaper_wake: Condvar::new(),
             reaper: Mutex::new(None),
             details_cache: Mutex::new(HashMap::new()),
@@ -244,7 +261,11 @@ impl Engine {
 
     /// The model `name`, loaded if it is not yet; its expiry is pushed back by `keep_alive`
     /// (the server default when `None`).
-    pub fn acquire(self: &Arc<Self>, name: &str, keep_alive: Option<KeepAlive>) -> Result<Lease, EngineError> {
+    pub fn acquire(
+        self: &Arc<Self>,
+        name: &str,
+        keep_alive: Option<KeepAlive>,
+    ) -> Result<Lease, EngineError> {
         let ka = keep_alive.unwrap_or(self.cfg.keep_alive_default);
         let entry = self.store.resolve(name).map_err(EngineError::Store)?;
         let key = entry.name.display_short();
@@ -264,7 +285,12 @@ impl Engine {
                         life.active += 1;
                         l.set_expiry(&mut life, ka);
                     }
-                    return Ok(Lease { engine: self.clone(), loaded: l, keep_alive: ka, load_duration: waited });
+                    return Ok(Lease {
+                        engine: self.clone(),
+                        loaded: l,
+                        keep_alive: ka,
+                        load_duration: waited,
+                    });
                 }
                 Some(Slot::Ready(_)) => {
                     // The name now points at another blob: drop the old one, load the new.
@@ -280,7 +306,10 @@ impl Engine {
                     }
                     waited += t0.elapsed();
                     if let Some(Err(why)) = done.as_ref() {
-                        return Err(EngineError::CannotEmbed { name: name.to_string(), why: why.clone() });
+                        return Err(EngineError::CannotEmbed {
+                            name: name.to_string(),
+                            why: why.clone(),
+                        });
                     }
                     continue;
                 }
@@ -295,7 +324,10 @@ impl Engine {
                     None => break, // everything else is still loading: go over the bound briefly
                 }
             }
-            let wait = Arc::new(LoadWait { done: Mutex::new(None), cv: Condvar::new() });
+            let wait = Arc::new(LoadWait {
+                done: Mutex::new(None),
+                cv: Condvar::new(),
+            });
             st.models.insert(key.clone(), Slot::Loading(wait.clone()));
             drop(st);
             drop(evicted); // unloads (joins workers) outside the lock
@@ -312,7 +344,12 @@ impl Engine {
                         loaded.set_expiry(&mut life, ka);
                     }
                     st.models.insert(key.clone(), Slot::Ready(loaded.clone()));
-                    Ok(Lease { engine: self.clone(), loaded, keep_alive: ka, load_duration })
+                    Ok(Lease {
+                        engine: self.clone(),
+                        loaded,
+                        keep_alive: ka,
+                        load_duration,
+                    })
                 }
                 Err(e) => {
                     st.models.remove(&key);
@@ -327,7 +364,10 @@ impl Engine {
     }
 
     fn load(&self, entry: &ModelEntry, key: &str) -> Result<Arc<Loaded>, EngineError> {
-        let cannot = |why: String| EngineError::CannotEmbed { name: key.to_string(), why };
+        let cannot = |why: String| EngineError::CannotEmbed {
+            name: key.to_string(),
+            why,
+        };
         let file = entry.open().map_err(|e| match e {
             GgufError::Io(e) => EngineError::Io(e),
             e => cannot(e.to_string()),
@@ -341,10 +381,16 @@ impl Engine {
         let info = &model.info;
         // Working buffers: a full-context sequence's activations through one layer, roughly
         // a dozen hidden-size rows per token, in f32.
-        let work = (info.context_length.min(self.cfg.token_budget) * info.embedding_length * 12 * 4) as u64;
+        let work = (info.context_length.min(self.cfg.token_budget) * info.embedding_length * 12 * 4)
+            as u64;
         let size = info.file_size + work;
         let model = Arc::new(model);
-        let sched = Scheduler::start(model.clone(), key, self.cfg.token_budget, self.cfg.max_queued_tokens);
+        let sched = Scheduler::start(
+            model.clone(),
+            key,
+            self.cfg.token_budget,
+            self.cfg.max_queued_tokens,
+        );
         Ok(Arc::new(Loaded {
             name: key.to_string(),
             entry: entry.clone(),
@@ -372,7 +418,9 @@ impl Engine {
             let removed = {
                 let mut st = lock(&self.state);
                 match st.models.get(&loaded.name) {
-                    Some(Slot::Ready(l)) if Arc::ptr_eq(l, loaded) && l.life().active == 0 => st.models.remove(&loaded.name),
+                    Some(Slot::Ready(l)) if Arc::ptr_eq(l, loaded) && l.life().active == 0 => {
+                        st.models.remove(&loaded.name)
+                    }
                     _ => None,
                 }
             };
@@ -446,7 +494,12 @@ fn pick_victim(models: &HashMap<String, Slot>) -> Option<String> {
         .filter_map(|(k, s)| match s {
             Slot::Ready(l) => {
                 let life = l.life();
-                Some((life.active > 0, life.deadline.is_none(), life.deadline, k.clone()))
+                Some((
+                    life.active > 0,
+                    life.deadline.is_none(),
+                    life.deadline,
+                    k.clone(),
+                ))
             }
             Slot::Loading(_) => None,
         })
@@ -482,8 +535,14 @@ fn reap(engine: Weak<Engine>) {
             continue;
         }
         // Sleep at most a second at a time so that a dropped engine is noticed.
-        let sleep = next.map_or(Duration::from_secs(1), |n| n.saturating_duration_since(now)).min(Duration::from_secs(1));
-        let st = e.reaper_wake.wait_timeout(st, sleep).unwrap_or_else(|p| p.into_inner()).0;
+        let sleep = next
+            .map_or(Duration::from_secs(1), |n| n.saturating_duration_since(now))
+            .min(Duration::from_secs(1));
+        let st = e
+            .reaper_wake
+            .wait_timeout(st, sleep)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
         drop(st);
         drop(e);
     }

@@ -49,9 +49,18 @@ pub struct Scheduler {
 impl Scheduler {
     /// Starts the worker for `model`. `budget` is the most tokens per forward pass (a single
     /// longer sequence still runs, alone); `max_queued_tokens` bounds the waiting work.
-    pub fn start(model: Arc<Model>, name: &str, budget: usize, max_queued_tokens: usize) -> Scheduler {
+    pub fn start(
+        model: Arc<Model>,
+        name: &str,
+        budget: usize,
+        max_queued_tokens: usize,
+    ) -> Scheduler {
         let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue { jobs: VecDeque::new(), queued_tokens: 0, closed: false }),
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::new(),
+                queued_tokens: 0,
+                closed: false,
+            }),
             wake: Condvar::new(),
         });
         let s = shared.clone();
@@ -59,7 +68,11 @@ impl Scheduler {
             .name(format!("quiver-batch-{name}"))
             .spawn(move || work(&s, &model, budget.max(1)))
             .expect("spawning a scheduler thread");
-        Scheduler { shared, max_queued_tokens, worker: Some(worker) }
+        Scheduler {
+            shared,
+            max_queued_tokens,
+            worker: Some(worker),
+        }
     }
 
     /// Queues `seqs` and waits for their pooled (unnormalised) vectors, in order.
@@ -78,16 +91,27 @@ impl Scheduler {
             }
             q.queued_tokens += tokens;
             let n = seqs.len();
-            q.jobs.push_back(Job { seqs, next: 0, results: Vec::with_capacity(n), reply: tx });
+            q.jobs.push_back(Job {
+                seqs,
+                next: 0,
+                results: Vec::with_capacity(n),
+                reply: tx,
+            });
         }
         self.shared.wake.notify_one();
-        Ok(rx.recv().unwrap_or_else(|_| Err(EmbedError::Model("the model was unloaded".into()))))
+        Ok(rx
+            .recv()
+            .unwrap_or_else(|_| Err(EmbedError::Model("the model was unloaded".into()))))
     }
 }
 
 impl Drop for Scheduler {
     fn drop(&mut self) {
-        self.shared.queue.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .closed = true;
         self.shared.wake.notify_all();
         if let Some(w) = self.worker.take() {
             let _ = w.join();
@@ -125,7 +149,10 @@ fn work(shared: &Shared, model: &Model, budget: usize) {
                         break 'fill;
                     }
                     tokens += len;
-                    batch.push(Slot { job: j, tokens: std::mem::take(&mut job.seqs[job.next]) });
+                    batch.push(Slot {
+                        job: j,
+                        tokens: std::mem::take(&mut job.seqs[job.next]),
+                    });
                     job.next += 1;
                     progress = true;
                 }
@@ -136,7 +163,10 @@ fn work(shared: &Shared, model: &Model, budget: usize) {
             batch
         };
 
-        let outcome = run(model, &batch.iter().map(|s| &s.tokens[..]).collect::<Vec<_>>());
+        let outcome = run(
+            model,
+            &batch.iter().map(|s| &s.tokens[..]).collect::<Vec<_>>(),
+        );
 
         // Hand the vectors back. Jobs only leave the queue here, on this thread, so the
         // positions recorded in `batch` are still valid.
@@ -157,8 +187,16 @@ fn work(shared: &Shared, model: &Model, budget: usize) {
                 jobs.sort_unstable();
                 jobs.dedup();
                 for j in jobs {
-                    let part: Vec<&[u32]> = batch.iter().filter(|s| s.job == j).map(|s| &s.tokens[..]).collect();
-                    let alone = if batch.iter().all(|s| s.job == j) { Err(e.clone()) } else { run(model, &part) };
+                    let part: Vec<&[u32]> = batch
+                        .iter()
+                        .filter(|s| s.job == j)
+                        .map(|s| &s.tokens[..])
+                        .collect();
+                    let alone = if batch.iter().all(|s| s.job == j) {
+                        Err(e.clone())
+                    } else {
+                        run(model, &part)
+                    };
                     match alone {
                         Ok(vs) => q.jobs[j].results.extend(vs),
                         Err(e) => failed.push((j, e)),
@@ -168,7 +206,10 @@ fn work(shared: &Shared, model: &Model, budget: usize) {
         }
         // Reply to finished and failed jobs, removing them from the back so indices hold.
         let mut done: Vec<usize> = (0..q.jobs.len())
-            .filter(|&j| failed.iter().any(|(f, _)| *f == j) || q.jobs[j].results.len() == q.jobs[j].seqs.len())
+            .filter(|&j| {
+                failed.iter().any(|(f, _)| *f == j)
+                    || q.jobs[j].results.len() == q.jobs[j].seqs.len()
+            })
             .collect();
         done.sort_unstable_by(|a, b| b.cmp(a));
         for j in done {
@@ -188,6 +229,8 @@ fn work(shared: &Shared, model: &Model, budget: usize) {
 fn run(model: &Model, seqs: &[&[u32]]) -> Result<Vec<Vec<f32>>, EmbedError> {
     match catch_unwind(AssertUnwindSafe(|| model.embed_tokens(seqs))) {
         Ok(r) => r,
-        Err(_) => Err(EmbedError::Model("internal error while computing embeddings".into())),
+        Err(_) => Err(EmbedError::Model(
+            "internal error while computing embeddings".into(),
+        )),
     }
 }

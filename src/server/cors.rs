@@ -3,7 +3,8 @@
 //! 403; `OPTIONS` preflights get 204 with the allowed methods and headers.
 
 pub const ALLOW_METHODS: &str = "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS";
-pub const ALLOW_HEADERS: &str = "Authorization, Content-Type, User-Agent, Accept, X-Requested-With, \
+pub const ALLOW_HEADERS: &str =
+    "Authorization, Content-Type, User-Agent, Accept, X-Requested-With, \
      X-Stainless-Lang, X-Stainless-Package-Version, X-Stainless-Os, X-Stainless-Arch, \
      X-Stainless-Retry-Count, X-Stainless-Runtime, X-Stainless-Runtime-Version, X-Stainless-Async, \
      X-Stainless-Helper-Method, X-Stainless-Poll-Helper, X-Stainless-Custom-Poll-Interval, \
@@ -27,7 +28,12 @@ impl Origins {
         for scheme in ["app", "file", "tauri", "vscode-webview", "vscode-file"] {
             patterns.push(format!("{scheme}://*"));
         }
-        patterns.extend(extra.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()));
+        patterns.extend(
+            extra
+                .iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty()),
+        );
         Origins { patterns }
     }
 
@@ -35,7 +41,11 @@ impl Origins {
     /// a same-origin request always may.
     pub fn allows(&self, origin: &str, host: Option<&str>) -> bool {
         if let Some(h) = host {
-            if origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(h) {
+            if origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"))
+                == Some(h)
+            {
                 return true;
             }
         }

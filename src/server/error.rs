@@ -15,7 +15,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: u16, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into() }
+        ApiError {
+            status,
+            message: message.into(),
+        }
     }
 
     pub fn bad(message: impl Into<String>) -> ApiError {
@@ -25,14 +28,17 @@ impl ApiError {
     /// Maps an engine error for a request that named `model`.
     pub fn from_engine(e: EngineError, model: &str) -> ApiError {
         match e {
-            EngineError::Store(StoreError::NotFound(_)) => {
-                ApiError::new(404, format!("model {model:?} not found, try pulling it first"))
-            }
+            EngineError::Store(StoreError::NotFound(_)) => ApiError::new(
+                404,
+                format!("model {model:?} not found, try pulling it first"),
+            ),
             EngineError::Store(e @ StoreError::InvalidName(_)) => ApiError::bad(e.to_string()),
             EngineError::Store(e) => ApiError::new(500, e.to_string()),
             e @ EngineError::CannotEmbed { .. } => ApiError::bad(e.to_string()),
             e @ EngineError::Io(_) => ApiError::new(500, e.to_string()),
-            e @ (EngineError::Busy | EngineError::ShuttingDown) => ApiError::new(503, e.to_string()),
+            e @ (EngineError::Busy | EngineError::ShuttingDown) => {
+                ApiError::new(503, e.to_string())
+            }
             EngineError::Embed(e) => ApiError::from(e),
         }
     }
@@ -47,7 +53,10 @@ impl ApiError {
             404 => "not_found_error",
             _ => "api_error",
         };
-        Response::json(self.status, &json!({ "error": { "message": self.message, "type": kind, "param": null, "code": null } }))
+        Response::json(
+            self.status,
+            &json!({ "error": { "message": self.message, "type": kind, "param": null, "code": null } }),
+        )
     }
 
     /// The shape the path's API family uses.

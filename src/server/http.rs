@@ -26,7 +26,10 @@ pub struct Request {
 impl Request {
     /// The first header named `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Whether the client wants the connection kept open after this request.
@@ -115,13 +118,21 @@ pub fn read_request(
         if headers.len() == MAX_HEADERS {
             return Err(HttpError::Bad(431, "too many headers"));
         }
-        let (name, value) = line.split_once(':').ok_or(HttpError::Bad(400, "malformed header"))?;
+        let (name, value) = line
+            .split_once(':')
+            .ok_or(HttpError::Bad(400, "malformed header"))?;
         if name.is_empty() || name.bytes().any(|b| b.is_ascii_whitespace()) {
             return Err(HttpError::Bad(400, "malformed header"));
         }
         headers.push((name.to_string(), value.trim().to_string()));
     }
-    let mut req = Request { method: method.to_string(), path, http_minor, headers, body: Vec::new() };
+    let mut req = Request {
+        method: method.to_string(),
+        path,
+        http_minor,
+        headers,
+        body: Vec::new(),
+    };
 
     let chunked = match req.header("transfer-encoding") {
         None => false,
@@ -131,7 +142,10 @@ pub fn read_request(
     let content_length = if chunked {
         None
     } else {
-        let mut lens = req.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("content-length"));
+        let mut lens = req
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("content-length"));
         match (lens.next(), lens.next()) {
             (None, _) => None,
             (Some((_, v)), None) => match v.parse::<u64>() {
@@ -180,7 +194,8 @@ fn read_chunked<R: BufRead>(r: &mut R, max_body: u64) -> Result<Vec<u8>, HttpErr
         let mut budget = 1024;
         let line = read_line(r, &mut budget)?;
         let size_str = line.split(';').next().unwrap_or("").trim();
-        let size = u64::from_str_radix(size_str, 16).map_err(|_| HttpError::Bad(400, "malformed chunk size"))?;
+        let size = u64::from_str_radix(size_str, 16)
+            .map_err(|_| HttpError::Bad(400, "malformed chunk size"))?;
         if size == 0 {
             // Trailers, then the empty line.
             let mut budget = MAX_HEAD_BYTES;
@@ -210,16 +225,25 @@ pub struct Response {
 
 impl Response {
     pub fn new(status: u16, content_type: &str, body: Vec<u8>) -> Response {
-        Response { status, headers: vec![("Content-Type".into(), content_type.into())], body }
+        Response {
+            status,
+            headers: vec![("Content-Type".into(), content_type.into())],
+            body,
+        }
     }
 
     pub fn json(status: u16, value: &impl serde::Serialize) -> Response {
-        let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{\"error\":\"serialisation failed\"}".to_vec());
+        let body = serde_json::to_vec(value)
+            .unwrap_or_else(|_| b"{\"error\":\"serialisation failed\"}".to_vec());
         Response::new(status, "application/json; charset=utf-8", body)
     }
 
     pub fn empty(status: u16) -> Response {
-        Response { status, headers: Vec::new(), body: Vec::new() }
+        Response {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
     }
 
     pub fn with_header(mut self, name: &str, value: &str) -> Response {
@@ -251,7 +275,12 @@ pub fn reason(status: u16) -> &'static str {
 
 /// Writes `resp` in one piece. `head_only` for HEAD requests (Content-Length still says how
 /// long the body would be).
-pub fn write_response(w: &mut impl Write, resp: &Response, head_only: bool, keep_alive: bool) -> io::Result<()> {
+pub fn write_response(
+    w: &mut impl Write,
+    resp: &Response,
+    head_only: bool,
+    keep_alive: bool,
+) -> io::Result<()> {
     let mut out = Vec::with_capacity(256 + resp.body.len());
     write!(out, "HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status))?;
     for (k, v) in &resp.headers {
@@ -260,7 +289,11 @@ pub fn write_response(w: &mut impl Write, resp: &Response, head_only: bool, keep
     if resp.status != 204 {
         write!(out, "Content-Length: {}\r\n", resp.body.len())?;
     }
-    out.extend_from_slice(if keep_alive { b"Connection: keep-alive\r\n\r\n" } else { b"Connection: close\r\n\r\n" });
+    out.extend_from_slice(if keep_alive {
+        b"Connection: keep-alive\r\n\r\n"
+    } else {
+        b"Connection: close\r\n\r\n"
+    });
     if !head_only && resp.status != 204 {
         out.extend_from_slice(&resp.body);
     }

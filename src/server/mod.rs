@@ -82,27 +82,43 @@ impl ServerConfig {
             c.addr = parse_host(&h)?;
         }
         if let Some(o) = env_var("OLLAMA_ORIGINS") {
-            c.origins = o.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+            c.origins = o
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
         }
         if let Some(k) = env_var("OLLAMA_KEEP_ALIVE") {
-            c.keep_alive_default = match KeepAlive::parse_str(&k).map_err(|e| format!("OLLAMA_KEEP_ALIVE: {e}"))? {
-                KeepAlive::For(d) => Some(d),
-                KeepAlive::Forever => None,
-            };
+            c.keep_alive_default =
+                match KeepAlive::parse_str(&k).map_err(|e| format!("OLLAMA_KEEP_ALIVE: {e}"))? {
+                    KeepAlive::For(d) => Some(d),
+                    KeepAlive::Forever => None,
+                };
         }
         if let Some(n) = env_var("OLLAMA_MAX_LOADED_MODELS") {
-            let n: usize = n.parse().map_err(|_| format!("OLLAMA_MAX_LOADED_MODELS: {n:?} is not a count"))?;
+            let n: usize = n
+                .parse()
+                .map_err(|_| format!("OLLAMA_MAX_LOADED_MODELS: {n:?} is not a count"))?;
             // Ollama reads 0 as "choose for me".
             c.max_loaded_models = if n == 0 { 3 } else { n };
         }
         if let Some(b) = env_var("QUIVER_MAX_BODY") {
-            c.max_body_bytes = parse_size(&b).ok_or_else(|| format!("QUIVER_MAX_BODY: {b:?} is not a size"))?;
+            c.max_body_bytes =
+                parse_size(&b).ok_or_else(|| format!("QUIVER_MAX_BODY: {b:?} is not a size"))?;
         }
         if let Some(t) = env_var("QUIVER_BATCH_TOKENS") {
-            c.batch_tokens = t.parse().ok().filter(|&n| n > 0).ok_or_else(|| format!("QUIVER_BATCH_TOKENS: {t:?} is not a count"))?;
+            c.batch_tokens = t
+                .parse()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| format!("QUIVER_BATCH_TOKENS: {t:?} is not a count"))?;
         }
         if let Some(w) = env_var("QUIVER_WORKERS") {
-            c.workers = w.parse().ok().filter(|&n| n > 0).ok_or_else(|| format!("QUIVER_WORKERS: {w:?} is not a count"))?;
+            c.workers = w
+                .parse()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| format!("QUIVER_WORKERS: {w:?} is not a count"))?;
         }
         Ok(c)
     }
@@ -150,7 +166,9 @@ pub fn parse_host(s: &str) -> Result<SocketAddr, String> {
         }
         _ => (hostport, None),
     };
-    let port = port.and_then(|p| p.parse::<u16>().ok()).unwrap_or(default_port);
+    let port = port
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or(default_port);
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let host = if host.is_empty() { "0.0.0.0" } else { host };
     if let Ok(ip) = host.parse::<std::net::IpAddr>() {
@@ -208,19 +226,29 @@ impl RunningServer {
     }
 
     fn stop(&mut self) {
-        let Some(accept) = self.accept.take() else { return };
+        let Some(accept) = self.accept.take() else {
+            return;
+        };
         self.shared.shutdown.store(true, Ordering::SeqCst);
         // Wake the blocking accept with a connection of our own.
         let mut wake = self.addr;
         if wake.ip().is_unspecified() {
-            wake.set_ip(if wake.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+            wake.set_ip(if wake.is_ipv4() {
+                [127, 0, 0, 1].into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
         }
         if TcpStream::connect_timeout(&wake, Duration::from_secs(2)).is_ok() {
             let _ = accept.join();
         }
         let mut n = lock(&self.shared.conns);
         while *n > 0 {
-            n = self.shared.conns_done.wait(n).unwrap_or_else(|p| p.into_inner());
+            n = self
+                .shared
+                .conns_done
+                .wait(n)
+                .unwrap_or_else(|p| p.into_inner());
         }
         drop(n);
         self.shared.ctx.engine.shutdown();
@@ -242,18 +270,27 @@ pub fn start(config: ServerConfig, store: Arc<Store>) -> Result<RunningServer, S
     start_inner(config, store, false)
 }
 
-fn start_inner(config: ServerConfig, store: Arc<Store>, log: bool) -> Result<RunningServer, ServerError> {
+fn start_inner(
+    config: ServerConfig,
+    store: Arc<Store>,
+    log: bool,
+) -> Result<RunningServer, ServerError> {
     let listener = TcpListener::bind(config.addr).map_err(|e| ServerError::Bind(config.addr, e))?;
     let addr = listener.local_addr().map_err(ServerError::Io)?;
     let engine_cfg = EngineConfig {
-        keep_alive_default: config.keep_alive_default.map_or(KeepAlive::Forever, KeepAlive::For),
+        keep_alive_default: config
+            .keep_alive_default
+            .map_or(KeepAlive::Forever, KeepAlive::For),
         max_loaded_models: config.max_loaded_models.max(1),
         token_budget: config.batch_tokens.max(1),
         ..EngineConfig::default()
     };
     let engine = Engine::new(store, Arc::new(Cpu), engine_cfg);
     let shared = Arc::new(Shared {
-        ctx: routes::Ctx { engine, origins: cors::Origins::new(&config.origins) },
+        ctx: routes::Ctx {
+            engine,
+            origins: cors::Origins::new(&config.origins),
+        },
         max_body: config.max_body_bytes,
         workers: config.workers.max(1),
         log,
@@ -266,7 +303,11 @@ fn start_inner(config: ServerConfig, store: Arc<Store>, log: bool) -> Result<Run
         .name("quiver-accept".into())
         .spawn(move || accept_loop(listener, s))
         .map_err(ServerError::Io)?;
-    Ok(RunningServer { addr, shared, accept: Some(accept) })
+    Ok(RunningServer {
+        addr,
+        shared,
+        accept: Some(accept),
+    })
 }
 
 /// Runs the server until SIGINT or SIGTERM, then shuts down gracefully and returns Ok.
@@ -274,11 +315,19 @@ fn start_inner(config: ServerConfig, store: Arc<Store>, log: bool) -> Result<Run
 pub fn serve(config: ServerConfig, store: Arc<Store>) -> Result<(), ServerError> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     // Handlers first, so that a signal right after the bind is not the default (kill).
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(ServerError::Signals)?;
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(ServerError::Signals)?;
     let server = start_inner(config, store, true)?;
-    eprintln!("quiver {}: listening on {}", env!("CARGO_PKG_VERSION"), server.addr);
+    eprintln!(
+        "quiver {}: listening on {}",
+        env!("CARGO_PKG_VERSION"),
+        server.addr
+    );
     let sig = signals.forever().next();
-    eprintln!("quiver: signal {}, finishing in-flight requests", sig.unwrap_or(0));
+    eprintln!(
+        "quiver: signal {}, finishing in-flight requests",
+        sig.unwrap_or(0)
+    );
     std::thread::spawn(move || {
         if signals.forever().next().is_some() {
             eprintln!("quiver: second signal, exiting now");
@@ -309,12 +358,14 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         *n += 1;
         drop(n);
         let s = shared.clone();
-        let spawned = std::thread::Builder::new().name("quiver-conn".into()).spawn(move || {
-            let _ = catch_unwind(AssertUnwindSafe(|| connection(stream, &s)));
-            let mut n = lock(&s.conns);
-            *n -= 1;
-            s.conns_done.notify_all();
-        });
+        let spawned = std::thread::Builder::new()
+            .name("quiver-conn".into())
+            .spawn(move || {
+                let _ = catch_unwind(AssertUnwindSafe(|| connection(stream, &s)));
+                let mut n = lock(&s.conns);
+                *n -= 1;
+                s.conns_done.notify_all();
+            });
         if spawned.is_err() {
             let mut n = lock(&shared.conns);
             *n -= 1;
@@ -326,7 +377,11 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 /// Every worker is busy: say so and hang up.
 fn refuse(mut stream: TcpStream) {
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-    let resp = error::ApiError::new(503, "server busy, please try again.  maximum pending requests exceeded").ollama();
+    let resp = error::ApiError::new(
+        503,
+        "server busy, please try again.  maximum pending requests exceeded",
+    )
+    .ollama();
     let _ = http::write_response(&mut stream, &resp, false, false);
     let _ = stream.shutdown(Shutdown::Both);
 }
@@ -344,7 +399,14 @@ fn await_request(reader: &mut BufReader<TcpStream>, shared: &Shared) -> bool {
     loop {
         match reader.fill_buf() {
             Ok(buf) => return !buf.is_empty(),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
                 if shared.shutdown.load(Ordering::SeqCst) || since.elapsed() > IDLE_TIMEOUT {
                     return false;
                 }
@@ -356,7 +418,9 @@ fn await_request(reader: &mut BufReader<TcpStream>, shared: &Shared) -> bool {
 
 fn connection(stream: TcpStream, shared: &Shared) {
     let _ = stream.set_nodelay(true);
-    let Ok(read_half) = stream.try_clone() else { return };
+    let Ok(read_half) = stream.try_clone() else {
+        return;
+    };
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
     let mut writer = stream;
     let _ = writer.set_write_timeout(Some(READ_TIMEOUT));
@@ -364,7 +428,11 @@ fn connection(stream: TcpStream, shared: &Shared) {
         if !await_request(&mut reader, shared) {
             return;
         }
-        if reader.get_ref().set_read_timeout(Some(READ_TIMEOUT)).is_err() {
+        if reader
+            .get_ref()
+            .set_read_timeout(Some(READ_TIMEOUT))
+            .is_err()
+        {
             return;
         }
         let started = Instant::now();
@@ -372,7 +440,10 @@ fn connection(stream: TcpStream, shared: &Shared) {
             Ok(r) => r,
             Err(HttpError::Io(_)) => return, // the client went away mid-request
             Err(HttpError::TooLarge(path)) => {
-                let msg = format!("request body too large (the limit is {} bytes)", shared.max_body);
+                let msg = format!(
+                    "request body too large (the limit is {} bytes)",
+                    shared.max_body
+                );
                 let resp = error::ApiError::new(413, msg).render(&path);
                 let _ = http::write_response(&mut writer, &resp, false, false);
                 linger_close(&writer, &mut reader);
@@ -386,14 +457,19 @@ fn connection(stream: TcpStream, shared: &Shared) {
             }
         };
         let resp = catch_unwind(AssertUnwindSafe(|| routes::handle(&shared.ctx, &req)))
-            .unwrap_or_else(|_| error::ApiError::new(500, "internal server error").render(&req.path));
+            .unwrap_or_else(|_| {
+                error::ApiError::new(500, "internal server error").render(&req.path)
+            });
         let keep = req.keep_alive() && !shared.shutdown.load(Ordering::SeqCst);
         if shared.log {
             eprintln!(
                 "[quiver] {} | {:>10.3?} | {:>15} | {:<7} {:?}",
                 resp.status,
                 started.elapsed(),
-                writer.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default(),
+                writer
+                    .peer_addr()
+                    .map(|a| a.ip().to_string())
+                    .unwrap_or_default(),
                 req.method,
                 req.path
             );
@@ -408,7 +484,9 @@ fn connection(stream: TcpStream, shared: &Shared) {
 /// client's feet: stop writing, then read and discard what it still sends, for a short while.
 fn linger_close(writer: &TcpStream, reader: &mut BufReader<TcpStream>) {
     let _ = writer.shutdown(Shutdown::Write);
-    let _ = reader.get_ref().set_read_timeout(Some(Duration::from_millis(250)));
+    let _ = reader
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_millis(250)));
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut sink = [0u8; 16 * 1024];
     let mut drained = 0usize;
@@ -419,4 +497,3 @@ fn linger_close(writer: &TcpStream, reader: &mut BufReader<TcpStream>) {
         }
     }
 }
-

@@ -45,7 +45,9 @@ pub fn handle(ctx: &Ctx, req: &Request) -> Response {
         }
     }
     let with_cors = |resp: Response| match &origin {
-        Some(o) => resp.with_header("Access-Control-Allow-Origin", o).with_header("Vary", "Origin"),
+        Some(o) => resp
+            .with_header("Access-Control-Allow-Origin", o)
+            .with_header("Vary", "Origin"),
         None => resp,
     };
     if req.method == "OPTIONS" {
@@ -64,8 +66,15 @@ pub fn handle(ctx: &Ctx, req: &Request) -> Response {
         return with_cors(resp.with_header("Allow", &methods.join(", ")));
     }
     let result = match path {
-        "/" => Ok(Response::new(200, "text/plain; charset=utf-8", b"Ollama is running".to_vec())),
-        "/api/version" => Ok(Response::json(200, &json!({ "version": env!("CARGO_PKG_VERSION") }))),
+        "/" => Ok(Response::new(
+            200,
+            "text/plain; charset=utf-8",
+            b"Ollama is running".to_vec(),
+        )),
+        "/api/version" => Ok(Response::json(
+            200,
+            &json!({ "version": env!("CARGO_PKG_VERSION") }),
+        )),
         "/api/embed" => embed_handler(ctx, &req.body),
         "/api/embeddings" => embeddings_handler(ctx, &req.body),
         "/api/ps" => Ok(ps_handler(ctx)),
@@ -150,7 +159,10 @@ fn embed_texts(
     num_ctx: Option<usize>,
     keep_alive: Option<KeepAlive>,
 ) -> Result<Embedded, ApiError> {
-    let lease = ctx.engine.acquire(model, keep_alive).map_err(|e| ApiError::from_engine(e, model))?;
+    let lease = ctx
+        .engine
+        .acquire(model, keep_alive)
+        .map_err(|e| ApiError::from_engine(e, model))?;
     let load_ns = lease.load_duration.as_nanos();
     let seqs = texts
         .iter()
@@ -158,8 +170,14 @@ fn embed_texts(
         .collect::<Result<Vec<_>, _>>()
         .map_err(ApiError::from)?;
     let tokens = seqs.iter().map(Vec::len).sum();
-    let vectors = lease.embed_tokens(seqs).map_err(|e| ApiError::from_engine(e, model))?;
-    Ok(Embedded { vectors, tokens, load_ns })
+    let vectors = lease
+        .embed_tokens(seqs)
+        .map_err(|e| ApiError::from_engine(e, model))?;
+    Ok(Embedded {
+        vectors,
+        tokens,
+        load_ns,
+    })
 }
 
 /// Normalises, then applies `dimensions` (keep the first N, normalise again).
@@ -192,7 +210,10 @@ fn embed_handler(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
     let num_ctx = num_ctx(r.options.as_ref())?;
     let e = embed_texts(ctx, &model, &texts, r.truncate.unwrap_or(true), num_ctx, ka)?;
     if texts.is_empty() {
-        return Ok(Response::json(200, &json!({ "model": model, "embeddings": [] })));
+        return Ok(Response::json(
+            200,
+            &json!({ "model": model, "embeddings": [] }),
+        ));
     }
     let embeddings = finish(e.vectors, r.dimensions);
     Ok(Response::json(
@@ -221,10 +242,21 @@ fn embeddings_handler(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
     let model = required_model(r.model)?;
     let num_ctx = num_ctx(r.options.as_ref())?;
     let prompt = r.prompt.unwrap_or_default();
-    let texts: Vec<String> = if prompt.is_empty() { Vec::new() } else { vec![prompt] };
+    let texts: Vec<String> = if prompt.is_empty() {
+        Vec::new()
+    } else {
+        vec![prompt]
+    };
     let e = embed_texts(ctx, &model, &texts, true, num_ctx, ka)?;
     // Ollama answers float64s of its float32 vector; clients read either.
-    let embedding: Vec<f64> = e.vectors.into_iter().next().unwrap_or_default().into_iter().map(f64::from).collect();
+    let embedding: Vec<f64> = e
+        .vectors
+        .into_iter()
+        .next()
+        .unwrap_or_default()
+        .into_iter()
+        .map(f64::from)
+        .collect();
     Ok(Response::json(200, &json!({ "embedding": embedding })))
 }
 
@@ -250,7 +282,11 @@ fn ps_handler(ctx: &Ctx) -> Response {
 }
 
 fn list(ctx: &Ctx) -> Result<Vec<ModelEntry>, ApiError> {
-    let mut entries = ctx.engine.store().list().map_err(|e| ApiError::new(500, e.to_string()))?;
+    let mut entries = ctx
+        .engine
+        .store()
+        .list()
+        .map_err(|e| ApiError::new(500, e.to_string()))?;
     entries.sort_by(|a, b| b.modified.cmp(&a.modified));
     Ok(entries)
 }
@@ -292,14 +328,17 @@ fn show_handler(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
         .store()
         .resolve(&model)
         .map_err(|e| ApiError::from_engine(crate::engine::EngineError::Store(e), &model))?;
-    let file = entry.open().map_err(|e| ApiError::new(500, e.to_string()))?;
+    let file = entry
+        .open()
+        .map_err(|e| ApiError::new(500, e.to_string()))?;
     let h = &file.header;
     let max_array = if r.verbose { usize::MAX } else { 64 };
     let mut info = Map::new();
     for (k, v) in &h.metadata {
         info.insert(k.clone(), v.to_json(max_array));
     }
-    info.entry("general.parameter_count").or_insert_with(|| json!(h.parameter_count()));
+    info.entry("general.parameter_count")
+        .or_insert_with(|| json!(h.parameter_count()));
     let details = crate::engine::Details::from_header(h);
     let from = match &entry.source {
         ModelSource::File(p) => p.display().to_string(),
@@ -345,7 +384,9 @@ fn openai_embeddings_handler(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiErro
         None | Some("") | Some("float") => false,
         Some("base64") => true,
         Some(other) => {
-            return Err(ApiError::bad(format!("invalid encoding_format {other:?}: expected \"float\" or \"base64\"")))
+            return Err(ApiError::bad(format!(
+                "invalid encoding_format {other:?}: expected \"float\" or \"base64\""
+            )))
         }
     };
     let model = required_model(r.model)?;
@@ -382,5 +423,8 @@ fn openai_models_handler(ctx: &Ctx) -> Result<Response, ApiError> {
             json!({ "id": m.name.display_short(), "object": "model", "created": created, "owned_by": m.name.namespace })
         })
         .collect();
-    Ok(Response::json(200, &json!({ "object": "list", "data": data })))
+    Ok(Response::json(
+        200,
+        &json!({ "object": "list", "data": data }),
+    ))
 }

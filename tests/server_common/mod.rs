@@ -14,7 +14,10 @@ use std::time::Duration;
 
 pub const F16: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/all-minilm-f16.gguf");
 pub const Q8: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/all-minilm-q8_0.gguf");
-pub const OLLAMA_GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/ollama-all-minilm.json");
+pub const OLLAMA_GOLDEN: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/fixtures/ollama-all-minilm.json"
+);
 
 /// One store per test process, written once (Ollama's layout, via `Store::create`).
 pub fn store_root() -> PathBuf {
@@ -24,8 +27,12 @@ pub fn store_root() -> PathBuf {
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).unwrap();
         let store = Store::new(vec![root.clone()], None);
-        store.create("all-minilm", F16.as_ref()).expect("create all-minilm");
-        store.create("minilm-q8", Q8.as_ref()).expect("create minilm-q8");
+        store
+            .create("all-minilm", F16.as_ref())
+            .expect("create all-minilm");
+        store
+            .create("minilm-q8", Q8.as_ref())
+            .expect("create minilm-q8");
         root
     })
     .clone()
@@ -36,7 +43,10 @@ pub fn store() -> Arc<Store> {
 }
 
 pub fn config() -> ServerConfig {
-    ServerConfig { addr: "127.0.0.1:0".parse().unwrap(), ..ServerConfig::default() }
+    ServerConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        ..ServerConfig::default()
+    }
 }
 
 pub fn server() -> RunningServer {
@@ -60,10 +70,16 @@ impl Reply {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
     }
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     pub fn error(&self) -> String {
-        self.json()["error"].as_str().unwrap_or_else(|| panic!("no error string in {:?}", self.json())).to_string()
+        self.json()["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error string in {:?}", self.json()))
+            .to_string()
     }
 }
 
@@ -77,7 +93,12 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
 pub fn read_reply(r: &mut impl BufRead, head_only: bool) -> Reply {
     let mut line = String::new();
     r.read_line(&mut line).unwrap();
-    let status: u16 = line.split(' ').nth(1).unwrap_or_else(|| panic!("bad status line {line:?}")).parse().unwrap();
+    let status: u16 = line
+        .split(' ')
+        .nth(1)
+        .unwrap_or_else(|| panic!("bad status line {line:?}"))
+        .parse()
+        .unwrap();
     let mut headers = Vec::new();
     loop {
         let mut h = String::new();
@@ -95,11 +116,21 @@ pub fn read_reply(r: &mut impl BufRead, head_only: bool) -> Reply {
         .map_or(0, |(_, v)| v.parse().unwrap());
     let mut body = vec![0; if head_only { 0 } else { len }];
     r.read_exact(&mut body).unwrap();
-    Reply { status, headers, body }
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
 /// One request on a fresh connection.
-pub fn request(addr: SocketAddr, method: &str, path: &str, extra_headers: &[(&str, &str)], body: &[u8]) -> Reply {
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    extra_headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
     let mut s = connect(addr);
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in extra_headers {
@@ -120,11 +151,21 @@ pub fn get(addr: SocketAddr, path: &str) -> Reply {
 }
 
 pub fn post(addr: SocketAddr, path: &str, body: &Value) -> Reply {
-    request(addr, "POST", path, &[("Content-Type", "application/json")], body.to_string().as_bytes())
+    request(
+        addr,
+        "POST",
+        path,
+        &[("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    )
 }
 
 pub fn vector(v: &Value) -> Vec<f32> {
-    v.as_array().expect("a vector").iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    v.as_array()
+        .expect("a vector")
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
 }
 
 pub fn norm(v: &[f32]) -> f32 {
@@ -142,7 +183,11 @@ pub fn golden() -> Value {
 
 /// `/api/embed` of one text on `model`, as a vector.
 pub fn embed_one(addr: SocketAddr, model: &str, text: &str) -> Vec<f32> {
-    let r = post(addr, "/api/embed", &serde_json::json!({"model": model, "input": text}));
+    let r = post(
+        addr,
+        "/api/embed",
+        &serde_json::json!({"model": model, "input": text}),
+    );
     assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
     vector(&r.json()["embeddings"][0])
 }
