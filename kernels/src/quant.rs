@@ -34,7 +34,10 @@ pub struct BlockQ8_0;
 impl BlockQ8_0 {
     pub const BYTES: usize = 2 + QK;
     pub fn to_float(bytes: &[u8], out: &mut [f32]) {
-        for (b, o) in bytes.chunks_exact(Self::BYTES).zip(out.chunks_exact_mut(QK)) {
+        for (b, o) in bytes
+            .chunks_exact(Self::BYTES)
+            .zip(out.chunks_exact_mut(QK))
+        {
             let d = f16_at(b, 0);
             for (o, &q) in o.iter_mut().zip(&b[2..]) {
                 *o = d * (q as i8) as f32;

@@ -89,7 +89,10 @@ impl AlignedBytes {
         for (line, chunk) in lines.iter_mut().zip(src.chunks(64)) {
             line.0[..chunk.len()].copy_from_slice(chunk);
         }
-        AlignedBytes { lines, len: src.len() }
+        AlignedBytes {
+            lines,
+            len: src.len(),
+        }
     }
 
     pub fn as_slice(&self) -> &[u8] {
