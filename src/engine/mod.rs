@@ -447,7 +447,7 @@ impl Engine {
                 Slot::Loading(_) => None,
             })
             .collect();
-        out.sort_by(|a, b| b.expires_at.cmp(&a.expires_at));
+        out.sort_by_key(|e| std::cmp::Reverse(e.expires_at));
         out
     }
 

@@ -161,14 +161,14 @@ pub fn read_request(
     }
     let has_body = chunked || content_length.is_some_and(|n| n > 0);
     match req.header("expect") {
-        None => {}
-        Some(e) if e.eq_ignore_ascii_case("100-continue") => {
-            if has_body {
-                writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
-                writer.flush()?;
-            }
+        Some(e) if e.eq_ignore_ascii_case("100-continue") && has_body => {
+            writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+            writer.flush()?;
         }
-        Some(_) => return Err(HttpError::Bad(417, "unsupported expectation")),
+        Some(e) if !e.eq_ignore_ascii_case("100-continue") => {
+            return Err(HttpError::Bad(417, "unsupported expectation"))
+        }
+        _ => {}
     }
     if chunked {
         req.body = read_chunked(reader, max_body).map_err(|e| match e {

@@ -287,7 +287,7 @@ fn list(ctx: &Ctx) -> Result<Vec<ModelEntry>, ApiError> {
         .store()
         .list()
         .map_err(|e| ApiError::new(500, e.to_string()))?;
-    entries.sort_by(|a, b| b.modified.cmp(&a.modified));
+    entries.sort_by_key(|e| std::cmp::Reverse(e.modified));
     Ok(entries)
 }
 
