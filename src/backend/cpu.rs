@@ -3,8 +3,8 @@
 use super::{AttnShape, Backend};
 use crate::tensor::TensorView;
 use crate::tensor::DType;
-use quiver_kernels::matmul::{self, FloatFormat, WeightFormat, Weights};
-use quiver_kernels::{attention, ops};
+use quiver_kernels::matmul::{self, FloatFormat, Isa, WeightFormat, Weights};
+use quiver_kernels::{attention_fast, ops, ops_fast};
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::ops::Range;
@@ -59,7 +59,8 @@ impl Backend for Cpu {
 
     fn layer_norm(&self, x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
         let dim = w.len();
-        x.par_chunks_mut(dim * 16).for_each(|c| ops::layer_norm(c, dim, w, b, eps));
+        let isa = Isa::detect();
+        x.par_chunks_mut(dim * 64).for_each(|c| ops_fast::layer_norm(isa, c, dim, w, b, eps));
     }
 
     fn rms_norm(&self, x: &mut [f32], w: &[f32], eps: f32) {
@@ -68,7 +69,8 @@ impl Backend for Cpu {
     }
 
     fn gelu(&self, x: &mut [f32]) {
-        x.par_chunks_mut(4096).for_each(ops::gelu);
+        let isa = Isa::detect();
+        x.par_chunks_mut(16384).for_each(|c| ops_fast::gelu(isa, c));
     }
 
     fn silu_mul(&self, gate: &mut [f32], up: &[f32]) {
@@ -85,6 +87,6 @@ impl Backend for Cpu {
         causal: bool,
         out: &mut [f32],
     ) {
-        attention::attention(q, k, v, seqs, shape, causal, out);
+        attention_fast::attention(Isa::detect(), q, k, v, seqs, shape, causal, out);
     }
 }

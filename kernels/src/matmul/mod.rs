@@ -115,4 +115,4 @@ impl SendPtr {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
