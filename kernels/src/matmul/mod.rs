@@ -8,6 +8,7 @@
 //! Every path is tested against [`matmul_f32_ref`] on dequantised weights.
 
 pub mod float;
+pub mod gemv;
 pub mod isa;
 pub mod pack;
 pub mod peak;
@@ -97,6 +98,7 @@ pub fn matmul_with(isa: Isa, x: &[f32], m: usize, w: &Weights, y: &mut [f32]) {
         return;
     }
     match w.format {
+        WeightFormat::Float(f) if m <= gemv::GEMV_MAX_ROWS => gemv::gemv_float(isa, f, x, m, w.data, n, k, y),
         WeightFormat::Float(f) => float::matmul_float(isa, f, x, m, w.data, n, k, y),
         WeightFormat::Q8_0 | WeightFormat::Q4_0 => q8::matmul_quant(isa, w.format, x, m, w.data, n, k, y),
     }

@@ -80,7 +80,7 @@ const SHAPES: [(usize, usize, usize); 8] =
 #[test]
 fn float_paths_match_reference() {
     let mut rng = Rng::new(1);
-    for &(m, k, n) in SHAPES.iter().chain(&[(5, 77, 9), (2, 1, 3)]) {
+    for &(m, k, n) in SHAPES.iter().chain(&[(5, 77, 9), (2, 1, 3), (3, 77, 9), (4, 200, 130)]) {
         let x = rng.vec(m * k);
         let w32 = rng.vec(n * k);
         let formats = [
