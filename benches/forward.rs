@@ -2,6 +2,9 @@
 //! 250 tokens and 256 queries of 10 tokens. Criterion's "elem/s" is tokens/s.
 //!
 //! cargo bench --bench forward -- --warm-up-time 1 --measurement-time 3
+//!
+//! Before criterion runs, one timed pass of each case is printed (tokens/s): a quick number
+//! when the machine is busy (`cargo bench --bench forward -- none` runs only those).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use quiver::backend::cpu::Cpu;
@@ -31,6 +34,14 @@ fn bench(c: &mut Criterion) {
         g.sample_size(10);
         for (count, len) in [(64, 250), (256, 10)] {
             let seqs = sequences(count, len);
+            let t = std::time::Instant::now();
+            model.embed_tokens(&seqs).unwrap();
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "one pass {file} {count}x{len}: {secs:.3} s, {:.0} tokens/s, {:.1} sequences/s",
+                (count * len) as f64 / secs,
+                count as f64 / secs
+            );
             g.throughput(Throughput::Elements((count * len) as u64));
             g.bench_function(BenchmarkId::from_parameter(format!("{count}x{len}")), |b| {
                 b.iter(|| model.embed_tokens(&seqs).unwrap())

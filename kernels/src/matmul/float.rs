@@ -21,7 +21,7 @@ thread_local! {
 }
 
 /// Rows of the micro-kernel for an ISA.
-fn mr_for(isa: Isa) -> usize {
+pub(crate) fn mr_for(isa: Isa) -> usize {
     match isa {
         Isa::Avx512 | Isa::Avx512Vnni => 8,
         Isa::Avx2 => 6,
@@ -86,7 +86,7 @@ pub fn matmul_float(isa: Isa, fmt: FloatFormat, x: &[f32], m: usize, data: &[u8]
 /// `a` must cover r rows of stride `lda` with kc values, `b` kc·NR floats, `c` r rows of stride
 /// `ldc` with nvalid values; the ISA must be supported.
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile(
+pub(crate) unsafe fn tile(
     isa: Isa,
     r: usize,
     a: *const f32,
