@@ -28,7 +28,9 @@ fn sequences(count: usize, len: usize) -> Vec<Vec<u32>> {
 fn bench(c: &mut Criterion) {
     println!("rayon threads: {}", rayon::current_num_threads());
     for file in ["all-minilm-f16.gguf", "all-minilm-q8_0.gguf"] {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(file);
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(file);
         let model = Model::load(GgufFile::open(&path).unwrap(), Arc::new(Cpu)).unwrap();
         let mut g = c.benchmark_group(format!("forward_{file}"));
         g.sample_size(10);

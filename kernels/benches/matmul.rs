@@ -25,13 +25,19 @@ fn weight_bytes(format: WeightFormat, n: usize, k: usize) -> Vec<u8> {
                 c.copy_from_slice(&((next() % 1000) as f32 * 1e-3).to_le_bytes());
             }
         }
-        WeightFormat::Float(FloatFormat::F16) => v.chunks_exact_mut(2).for_each(|c| c.copy_from_slice(&small_f16)),
+        WeightFormat::Float(FloatFormat::F16) => v
+            .chunks_exact_mut(2)
+            .for_each(|c| c.copy_from_slice(&small_f16)),
         WeightFormat::Float(FloatFormat::BF16) => {
             let b = half::bf16::from_f32(0.01).to_le_bytes();
             v.chunks_exact_mut(2).for_each(|c| c.copy_from_slice(&b));
         }
-        WeightFormat::Q8_0 => v.chunks_exact_mut(34).for_each(|c| c[..2].copy_from_slice(&small_f16)),
-        WeightFormat::Q4_0 => v.chunks_exact_mut(18).for_each(|c| c[..2].copy_from_slice(&small_f16)),
+        WeightFormat::Q8_0 => v
+            .chunks_exact_mut(34)
+            .for_each(|c| c[..2].copy_from_slice(&small_f16)),
+        WeightFormat::Q4_0 => v
+            .chunks_exact_mut(18)
+            .for_each(|c| c[..2].copy_from_slice(&small_f16)),
     }
     v
 }
@@ -58,8 +64,15 @@ fn bench(c: &mut Criterion) {
         let mut y = vec![0.0f32; m * n];
         for (name, format) in formats {
             let data = weight_bytes(format, n, k);
-            let w = Weights { format, data: &data, n, k };
-            g.bench_function(BenchmarkId::from_parameter(name), |b| b.iter(|| matmul::matmul(&x, m, &w, &mut y)));
+            let w = Weights {
+                format,
+                data: &data,
+                n,
+                k,
+            };
+            g.bench_function(BenchmarkId::from_parameter(name), |b| {
+                b.iter(|| matmul::matmul(&x, m, &w, &mut y))
+            });
         }
         g.finish();
     }

@@ -42,9 +42,18 @@ pub fn attention(
 ) {
     let (qd, kd) = (s.n_head * s.head_dim, s.n_head_kv * s.head_dim);
     let tokens = seqs.iter().map(|r| r.end).max().unwrap_or(0);
-    assert!(s.n_head_kv > 0 && s.n_head % s.n_head_kv == 0, "attention: heads do not group");
-    assert!(q.len() >= tokens * qd && out.len() >= tokens * qd, "attention: q/out too short");
-    assert!(k.len() >= tokens * kd && v.len() >= tokens * kd, "attention: k/v too short");
+    assert!(
+        s.n_head_kv > 0 && s.n_head.is_multiple_of(s.n_head_kv),
+        "attention: heads do not group"
+    );
+    assert!(
+        q.len() >= tokens * qd && out.len() >= tokens * qd,
+        "attention: q/out too short"
+    );
+    assert!(
+        k.len() >= tokens * kd && v.len() >= tokens * kd,
+        "attention: k/v too short"
+    );
     if s.head_dim == 0 {
         return;
     }
@@ -106,7 +115,18 @@ fn one_head(
             unsafe {
                 let a = q.as_ptr().add((base + i) * qd + h * hd);
                 let c = sc.p.as_mut_ptr().add(i * len + p * NR);
-                tile(isa, r, a, qd, sc.kp.as_ptr().add(p * hd * NR), hd, c, len, NR.min(len - p * NR), false);
+                tile(
+                    isa,
+                    r,
+                    a,
+                    qd,
+                    sc.kp.as_ptr().add(p * hd * NR),
+                    hd,
+                    c,
+                    len,
+                    NR.min(len - p * NR),
+                    false,
+                );
             }
         }
         i += r;
@@ -127,7 +147,18 @@ fn one_head(
             unsafe {
                 let c = out.get().add((base + i) * qd + h * hd + p * NR);
                 let a = sc.p.as_ptr().add(i * len);
-                tile(isa, r, a, len, sc.vp.as_ptr().add(p * len * NR), len, c, qd, NR.min(hd - p * NR), false);
+                tile(
+                    isa,
+                    r,
+                    a,
+                    len,
+                    sc.vp.as_ptr().add(p * len * NR),
+                    len,
+                    c,
+                    qd,
+                    NR.min(hd - p * NR),
+                    false,
+                );
             }
         }
         i += r;
@@ -153,10 +184,20 @@ mod tests {
         let seqs = vec![0..1, 1..11, 11..44, 44..47];
         let tokens = 47;
         for (n_head, n_head_kv, head_dim) in [(12, 12, 32), (4, 2, 16), (2, 1, 7)] {
-            let s = AttnShape { n_head, n_head_kv, head_dim };
-            let q: Vec<f32> = (0..tokens * n_head * head_dim).map(|_| rng.f32() * 2.0).collect();
-            let k: Vec<f32> = (0..tokens * n_head_kv * head_dim).map(|_| rng.f32() * 2.0).collect();
-            let v: Vec<f32> = (0..tokens * n_head_kv * head_dim).map(|_| rng.f32()).collect();
+            let s = AttnShape {
+                n_head,
+                n_head_kv,
+                head_dim,
+            };
+            let q: Vec<f32> = (0..tokens * n_head * head_dim)
+                .map(|_| rng.f32() * 2.0)
+                .collect();
+            let k: Vec<f32> = (0..tokens * n_head_kv * head_dim)
+                .map(|_| rng.f32() * 2.0)
+                .collect();
+            let v: Vec<f32> = (0..tokens * n_head_kv * head_dim)
+                .map(|_| rng.f32())
+                .collect();
             for causal in [false, true] {
                 let mut want = vec![0.0; q.len()];
                 crate::attention::attention(&q, &k, &v, &seqs, s, causal, &mut want);
@@ -164,7 +205,10 @@ mod tests {
                     let mut got = vec![f32::NAN; q.len()];
                     attention(isa, &q, &k, &v, &seqs, s, causal, &mut got);
                     for (g, e) in got.iter().zip(&want) {
-                        assert!((g - e).abs() <= 2e-6 * (1.0 + e.abs()), "{isa:?} {s:?} causal={causal}: {g} vs {e}");
+                        assert!(
+                            (g - e).abs() <= 2e-6 * (1.0 + e.abs()),
+                            "{isa:?} {s:?} causal={causal}: {g} vs {e}"
+                        );
                     }
                 }
             }

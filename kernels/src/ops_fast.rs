@@ -33,6 +33,7 @@ pub(crate) use multiversion;
 /// Chebyshev coefficients of erfc (the ones `ops::erf` uses), cut after the first below 1e-8:
 /// the dropped tail sums to ~1.4e-9 in the exponent, i.e. relative error of erfc, well under
 /// f32 rounding.
+#[allow(clippy::excessive_precision)]
 const ERFC_COF: [f32; 14] = [
     -1.302_653_7,
     6.419_698e-1,
@@ -148,7 +149,12 @@ pub(crate) fn softmax_body(x: &mut [f32]) {
             *m = m.max(v);
         }
     }
-    let max = chunks.remainder().iter().chain(&mx).copied().fold(f32::NEG_INFINITY, f32::max);
+    let max = chunks
+        .remainder()
+        .iter()
+        .chain(&mx)
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
     for v in x.iter_mut() {
         *v = exp_lane(*v - max);
     }
@@ -176,7 +182,10 @@ mod tests {
             multiversion!(isa, exp_all(&mut got));
             for (&x, &g) in xs.iter().zip(&got) {
                 let want = (x as f64).exp();
-                assert!(((g as f64 - want) / want).abs() < 4e-7, "{isa:?} exp({x}) = {g}, want {want}");
+                assert!(
+                    ((g as f64 - want) / want).abs() < 4e-7,
+                    "{isa:?} exp({x}) = {g}, want {want}"
+                );
             }
         }
     }
@@ -201,7 +210,10 @@ mod tests {
                 // The reference forms 1 + erf in f32, so in the negative tail it carries an
                 // absolute error of about half an ulp of 1 times x/2.
                 let err = (g - w).abs() as f64;
-                assert!(err <= 1.5e-6 * w.abs() as f64 + 3e-8 * x.abs() as f64 + 1e-37, "{isa:?} gelu({x}) = {g}, want {w}");
+                assert!(
+                    err <= 1.5e-6 * w.abs() as f64 + 3e-8 * x.abs() as f64 + 1e-37,
+                    "{isa:?} gelu({x}) = {g}, want {w}"
+                );
             }
         }
     }
@@ -210,7 +222,9 @@ mod tests {
     fn layer_norm_matches_reference() {
         let mut rng = crate::matmul::tests::Rng::new(7);
         for dim in [384, 37, 16] {
-            let x: Vec<f32> = (0..dim * 5).map(|i| rng.f32() * 3.0 + (i % 7) as f32).collect();
+            let x: Vec<f32> = (0..dim * 5)
+                .map(|i| rng.f32() * 3.0 + (i % 7) as f32)
+                .collect();
             let w: Vec<f32> = (0..dim).map(|_| rng.f32()).collect();
             let b: Vec<f32> = (0..dim).map(|_| rng.f32()).collect();
             let mut want = x.clone();
@@ -219,7 +233,10 @@ mod tests {
                 let mut got = x.clone();
                 layer_norm(isa, &mut got, dim, &w, &b, 1e-12);
                 for (g, e) in got.iter().zip(&want) {
-                    assert!((g - e).abs() <= 2e-6 * (1.0 + e.abs()), "{isa:?} dim {dim}: {g} vs {e}");
+                    assert!(
+                        (g - e).abs() <= 2e-6 * (1.0 + e.abs()),
+                        "{isa:?} dim {dim}: {g} vs {e}"
+                    );
                 }
             }
         }
@@ -236,7 +253,10 @@ mod tests {
                 let mut got = x.clone();
                 softmax(isa, &mut got);
                 for (g, e) in got.iter().zip(&want) {
-                    assert!((g - e).abs() <= 1e-6 * e.abs() + 1e-9, "{isa:?} len {len}: {g} vs {e}");
+                    assert!(
+                        (g - e).abs() <= 1e-6 * e.abs() + 1e-9,
+                        "{isa:?} len {len}: {g} vs {e}"
+                    );
                 }
             }
         }

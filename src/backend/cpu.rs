@@ -1,8 +1,8 @@
 //! The CPU backend: every operation is a call into `quiver_kernels`.
 
 use super::{AttnShape, Backend};
-use crate::tensor::TensorView;
 use crate::tensor::DType;
+use crate::tensor::TensorView;
 use quiver_kernels::matmul::{self, FloatFormat, Isa, WeightFormat, Weights};
 use quiver_kernels::{attention_fast, ops, ops_fast};
 use rayon::prelude::*;
@@ -40,7 +40,17 @@ impl Backend for Cpu {
         assert_eq!(x.len(), m * k, "linear: input is not m×k");
         assert_eq!(y.len(), m * n, "linear: output is not m×n");
         match weight_format(w.dtype) {
-            Some(format) => matmul::matmul(x, m, &Weights { format, data: w.data, n, k }, y),
+            Some(format) => matmul::matmul(
+                x,
+                m,
+                &Weights {
+                    format,
+                    data: w.data,
+                    n,
+                    k,
+                },
+                y,
+            ),
             None => DEQUANTISED.with(|cell| {
                 // Formats without a kernel of their own: dequantise once into a reused buffer,
                 // then take the f32 path.
@@ -48,7 +58,17 @@ impl Backend for Cpu {
                 wf.resize(n * k, 0.0);
                 crate::tensor::dequantize(w.dtype, w.data, &mut wf);
                 let data: &[u8] = bytemuck::cast_slice(&wf);
-                matmul::matmul(x, m, &Weights { format: WeightFormat::Float(FloatFormat::F32), data, n, k }, y);
+                matmul::matmul(
+                    x,
+                    m,
+                    &Weights {
+                        format: WeightFormat::Float(FloatFormat::F32),
+                        data,
+                        n,
+                        k,
+                    },
+                    y,
+                );
                 *cell.borrow_mut() = wf;
             }),
         }
@@ -60,12 +80,14 @@ impl Backend for Cpu {
     fn layer_norm(&self, x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
         let dim = w.len();
         let isa = Isa::detect();
-        x.par_chunks_mut(dim * 64).for_each(|c| ops_fast::layer_norm(isa, c, dim, w, b, eps));
+        x.par_chunks_mut(dim * 64)
+            .for_each(|c| ops_fast::layer_norm(isa, c, dim, w, b, eps));
     }
 
     fn rms_norm(&self, x: &mut [f32], w: &[f32], eps: f32) {
         let dim = w.len();
-        x.par_chunks_mut(dim * 16).for_each(|c| ops::rms_norm(c, dim, w, eps));
+        x.par_chunks_mut(dim * 16)
+            .for_each(|c| ops::rms_norm(c, dim, w, eps));
     }
 
     fn gelu(&self, x: &mut [f32]) {
@@ -74,7 +96,9 @@ impl Backend for Cpu {
     }
 
     fn silu_mul(&self, gate: &mut [f32], up: &[f32]) {
-        gate.par_chunks_mut(4096).zip(up.par_chunks(4096)).for_each(|(g, u)| ops::silu_mul(g, u));
+        gate.par_chunks_mut(4096)
+            .zip(up.par_chunks(4096))
+            .for_each(|(g, u)| ops::silu_mul(g, u));
     }
 
     fn attention(

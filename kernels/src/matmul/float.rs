@@ -31,7 +31,16 @@ pub(crate) fn mr_for(isa: Isa) -> usize {
 
 /// y[m×n] = x[m×k] · Wᵀ, W given as `n` rows of `k` values of `fmt` in `data`.
 #[allow(clippy::too_many_arguments)]
-pub fn matmul_float(isa: Isa, fmt: FloatFormat, x: &[f32], m: usize, data: &[u8], n: usize, k: usize, y: &mut [f32]) {
+pub fn matmul_float(
+    isa: Isa,
+    fmt: FloatFormat,
+    x: &[f32],
+    m: usize,
+    data: &[u8],
+    n: usize,
+    k: usize,
+    y: &mut [f32],
+) {
     let row_bytes = k * fmt.bytes();
     let mr = mr_for(isa);
     // Few rows: small column blocks so every thread gets work; many rows: wider blocks so the
@@ -172,7 +181,11 @@ unsafe fn kernel_avx512<const R: usize>(
             s1[i] = _mm512_fmadd_ps(av, b1, s1[i]);
         }
     }
-    let m0: __mmask16 = if nvalid >= 16 { 0xffff } else { (1u16 << nvalid) - 1 };
+    let m0: __mmask16 = if nvalid >= 16 {
+        0xffff
+    } else {
+        (1u16 << nvalid) - 1
+    };
     let m1: __mmask16 = if nvalid >= 32 {
         0xffff
     } else if nvalid > 16 {

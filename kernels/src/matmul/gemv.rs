@@ -15,20 +15,31 @@ const COLS_PER_TASK: usize = 64;
 
 /// y[m×n] = x[m×k] · Wᵀ by dot products (m ≤ GEMV_MAX_ROWS).
 #[allow(clippy::too_many_arguments)]
-pub fn gemv_float(isa: Isa, fmt: FloatFormat, x: &[f32], m: usize, data: &[u8], n: usize, k: usize, y: &mut [f32]) {
+pub fn gemv_float(
+    isa: Isa,
+    fmt: FloatFormat,
+    x: &[f32],
+    m: usize,
+    data: &[u8],
+    n: usize,
+    k: usize,
+    y: &mut [f32],
+) {
     let row_bytes = k * fmt.bytes();
     let yp = SendPtr(y.as_mut_ptr());
-    (0..n.div_ceil(COLS_PER_TASK)).into_par_iter().for_each(|t| {
-        let mut tmp = Vec::new();
-        for j in t * COLS_PER_TASK..((t + 1) * COLS_PER_TASK).min(n) {
-            let w = &data[j * row_bytes..(j + 1) * row_bytes];
-            for i in 0..m {
-                let d = dot(isa, fmt, &x[i * k..(i + 1) * k], w, &mut tmp);
-                // SAFETY: column j belongs to this task; i < m, j < n.
-                unsafe { *yp.get().add(i * n + j) = d };
+    (0..n.div_ceil(COLS_PER_TASK))
+        .into_par_iter()
+        .for_each(|t| {
+            let mut tmp = Vec::new();
+            for j in t * COLS_PER_TASK..((t + 1) * COLS_PER_TASK).min(n) {
+                let w = &data[j * row_bytes..(j + 1) * row_bytes];
+                for i in 0..m {
+                    let d = dot(isa, fmt, &x[i * k..(i + 1) * k], w, &mut tmp);
+                    // SAFETY: column j belongs to this task; i < m, j < n.
+                    unsafe { *yp.get().add(i * n + j) = d };
+                }
             }
-        }
-    });
+        });
 }
 
 /// x · w for one weight row `w` (k elements of `fmt`).
@@ -53,7 +64,9 @@ unsafe fn dot_avx512(fmt: FloatFormat, x: &[f32], w: &[u8]) -> f32 {
     let load = |p: usize| -> __m512 {
         match fmt {
             FloatFormat::F32 => _mm512_loadu_ps(wp.add(p * 4) as *const f32),
-            FloatFormat::F16 => _mm512_cvtph_ps(_mm256_loadu_si256(wp.add(p * 2) as *const __m256i)),
+            FloatFormat::F16 => {
+                _mm512_cvtph_ps(_mm256_loadu_si256(wp.add(p * 2) as *const __m256i))
+            }
             FloatFormat::BF16 => {
                 let h = _mm256_loadu_si256(wp.add(p * 2) as *const __m256i);
                 _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))
@@ -72,7 +85,10 @@ unsafe fn dot_avx512(fmt: FloatFormat, x: &[f32], w: &[u8]) -> f32 {
         acc[0] = _mm512_fmadd_ps(_mm512_loadu_ps(xp.add(p)), load(p), acc[0]);
         p += 16;
     }
-    let mut s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
+    let mut s = _mm512_reduce_add_ps(_mm512_add_ps(
+        _mm512_add_ps(acc[0], acc[1]),
+        _mm512_add_ps(acc[2], acc[3]),
+    ));
     if p < k {
         let mut tail = [0.0f32; 16];
         convert_row(Isa::Avx2, fmt, w, p, &mut tail[..k - p]);

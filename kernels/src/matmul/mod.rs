@@ -64,8 +64,8 @@ impl WeightFormat {
     pub fn row_bytes(self, k: usize) -> Option<usize> {
         match self {
             WeightFormat::Float(f) => Some(k * f.bytes()),
-            WeightFormat::Q8_0 => (k % 32 == 0).then_some(k / 32 * 34),
-            WeightFormat::Q4_0 => (k % 32 == 0).then_some(k / 32 * 18),
+            WeightFormat::Q8_0 => k.is_multiple_of(32).then_some(k / 32 * 34),
+            WeightFormat::Q4_0 => k.is_multiple_of(32).then_some(k / 32 * 18),
         }
     }
 }
@@ -89,7 +89,11 @@ pub fn matmul_with(isa: Isa, x: &[f32], m: usize, w: &Weights, y: &mut [f32]) {
     let (n, k) = (w.n, w.k);
     assert_eq!(x.len(), m * k, "matmul: x is not m×k");
     assert_eq!(y.len(), m * n, "matmul: y is not m×n");
-    assert_eq!(Some(w.data.len()), w.format.row_bytes(k).map(|r| r * n), "matmul: weight bytes");
+    assert_eq!(
+        Some(w.data.len()),
+        w.format.row_bytes(k).map(|r| r * n),
+        "matmul: weight bytes"
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -98,9 +102,13 @@ pub fn matmul_with(isa: Isa, x: &[f32], m: usize, w: &Weights, y: &mut [f32]) {
         return;
     }
     match w.format {
-        WeightFormat::Float(f) if m <= gemv::GEMV_MAX_ROWS => gemv::gemv_float(isa, f, x, m, w.data, n, k, y),
+        WeightFormat::Float(f) if m <= gemv::GEMV_MAX_ROWS => {
+            gemv::gemv_float(isa, f, x, m, w.data, n, k, y)
+        }
         WeightFormat::Float(f) => float::matmul_float(isa, f, x, m, w.data, n, k, y),
-        WeightFormat::Q8_0 | WeightFormat::Q4_0 => q8::matmul_quant(isa, w.format, x, m, w.data, n, k, y),
+        WeightFormat::Q8_0 | WeightFormat::Q4_0 => {
+            q8::matmul_quant(isa, w.format, x, m, w.data, n, k, y)
+        }
     }
 }
 

@@ -22,7 +22,10 @@ pub fn fma_peak_gflops(isa: Isa, millis: u64) -> f64 {
 /// Peak of all rayon threads at once (each runs [`fma_peak_gflops`]).
 pub fn fma_peak_gflops_all_threads(isa: Isa, millis: u64) -> f64 {
     use rayon::prelude::*;
-    (0..rayon::current_num_threads()).into_par_iter().map(|_| fma_peak_gflops(isa, millis)).sum()
+    (0..rayon::current_num_threads())
+        .into_par_iter()
+        .map(|_| fma_peak_gflops(isa, millis))
+        .sum()
 }
 
 fn fma_loop(isa: Isa, iters: u64) -> (f64, f32) {

@@ -57,7 +57,11 @@ pub fn quantize_rows(isa: Isa, x: &[f32], m: usize, k: usize, out: &mut QuantRow
         .zip(out.d.par_chunks_mut(rows_per_task * k / QB))
         .zip(x.par_chunks(rows_per_task * k))
         .for_each(|((q, d), x)| {
-            for ((q, d), x) in q.chunks_exact_mut(QB).zip(d.iter_mut()).zip(x.chunks_exact(QB)) {
+            for ((q, d), x) in q
+                .chunks_exact_mut(QB)
+                .zip(d.iter_mut())
+                .zip(x.chunks_exact(QB))
+            {
                 *d = quantize_block(isa, x, q);
             }
         });
@@ -95,7 +99,10 @@ unsafe fn quantize_block_avx512(x: &[f32], q: &mut [u8]) -> f32 {
         let s = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v, id), lo), hi);
         // cvtps rounds to nearest even under the default MXCSR, like round_ties_even.
         let i = _mm512_add_epi32(_mm512_cvtps_epi32(s), off);
-        _mm_storeu_si128(q.as_mut_ptr().add(16 * h) as *mut __m128i, _mm512_cvtepi32_epi8(i));
+        _mm_storeu_si128(
+            q.as_mut_ptr().add(16 * h) as *mut __m128i,
+            _mm512_cvtepi32_epi8(i),
+        );
     }
     d
 }
@@ -123,7 +130,15 @@ fn weight_block(format: WeightFormat, row: &[u8], b: usize, out: &mut [i8; QB]) 
 }
 
 /// Packs weight rows `j0..j0+nb` (nb ≤ NRQ) of `k` elements into `p` (one panel).
-fn pack_panel(format: WeightFormat, data: &[u8], row_bytes: usize, k: usize, j0: usize, nb: usize, p: &mut Panel) {
+fn pack_panel(
+    format: WeightFormat,
+    data: &[u8],
+    row_bytes: usize,
+    k: usize,
+    j0: usize,
+    nb: usize,
+    p: &mut Panel,
+) {
     let nblk = k / QB;
     p.q.resize(nblk * BLOCK_BYTES, 0);
     p.d.resize(nblk * NRQ, 0.0);
@@ -196,7 +211,17 @@ pub fn matmul_quant(
                 // SAFETY: rows row..row+r and columns j0..j0+ncols of y belong to this task.
                 unsafe {
                     let c = yp.get().add(row * n + j0);
-                    tile_q(isa, r, &qxr.q[row * k..], &qxr.d[row * k / QB..], k, &panel, c, n, ncols);
+                    tile_q(
+                        isa,
+                        r,
+                        &qxr.q[row * k..],
+                        &qxr.d[row * k / QB..],
+                        k,
+                        &panel,
+                        c,
+                        n,
+                        ncols,
+                    );
                 }
                 i += r;
             }
@@ -249,7 +274,15 @@ pub(crate) unsafe fn tile_q(
 }
 
 /// The reference: the same sums in plain integer arithmetic, scaled the same way.
-fn kernel_scalar(r: usize, qx: &[u8], dx: &[f32], k: usize, p: &Panel, out: &mut [[f32; NRQ]; MRQ]) {
+#[allow(clippy::needless_range_loop)] // indices spell out the packed layout
+fn kernel_scalar(
+    r: usize,
+    qx: &[u8],
+    dx: &[f32],
+    k: usize,
+    p: &Panel,
+    out: &mut [[f32; NRQ]; MRQ],
+) {
     let nblk = k / QB;
     for i in 0..r {
         for j in 0..NRQ {
@@ -269,7 +302,13 @@ fn kernel_scalar(r: usize, qx: &[u8], dx: &[f32], k: usize, p: &Panel, out: &mut
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn kernel_vnni<const R: usize>(qx: &[u8], dx: &[f32], k: usize, p: &Panel, out: &mut [[f32; NRQ]; MRQ]) {
+unsafe fn kernel_vnni<const R: usize>(
+    qx: &[u8],
+    dx: &[f32],
+    k: usize,
+    p: &Panel,
+    out: &mut [[f32; NRQ]; MRQ],
+) {
     use std::arch::x86_64::*;
     let nblk = k / QB;
     let mut f0 = [_mm512_setzero_ps(); R];
@@ -286,7 +325,9 @@ unsafe fn kernel_vnni<const R: usize>(qx: &[u8], dx: &[f32], k: usize, p: &Panel
             let w0 = _mm512_loadu_si512(wb.add(g * NRQ * 4) as *const _);
             let w1 = _mm512_loadu_si512(wb.add(g * NRQ * 4 + 64) as *const _);
             for i in 0..R {
-                let xv = _mm512_set1_epi32((xp.add(i * k + b * QB + g * 4) as *const i32).read_unaligned());
+                let xv = _mm512_set1_epi32(
+                    (xp.add(i * k + b * QB + g * 4) as *const i32).read_unaligned(),
+                );
                 s0[i] = _mm512_dpbusd_epi32(s0[i], xv, w0);
                 s1[i] = _mm512_dpbusd_epi32(s1[i], xv, w1);
             }
@@ -309,7 +350,13 @@ unsafe fn kernel_vnni<const R: usize>(qx: &[u8], dx: &[f32], k: usize, p: &Panel
 /// correction term is not needed. Four groups of 8 columns.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn kernel_avx2<const R: usize>(qx: &[u8], dx: &[f32], k: usize, p: &Panel, out: &mut [[f32; NRQ]; MRQ]) {
+unsafe fn kernel_avx2<const R: usize>(
+    qx: &[u8],
+    dx: &[f32],
+    k: usize,
+    p: &Panel,
+    out: &mut [[f32; NRQ]; MRQ],
+) {
     use std::arch::x86_64::*;
     let nblk = k / QB;
     let ones = _mm256_set1_epi16(1);
@@ -331,8 +378,10 @@ unsafe fn kernel_avx2<const R: usize>(qx: &[u8], dx: &[f32], k: usize, p: &Panel
                     // q + 128 → q as a signed byte.
                     let xs = _mm256_xor_si256(_mm256_set1_epi32(raw), flip);
                     let xa = _mm256_abs_epi8(xs);
-                    let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(xa, _mm256_sign_epi8(w0, xs)), ones);
-                    let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(xa, _mm256_sign_epi8(w1, xs)), ones);
+                    let p0 =
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(xa, _mm256_sign_epi8(w0, xs)), ones);
+                    let p1 =
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(xa, _mm256_sign_epi8(w1, xs)), ones);
                     s0[i] = _mm256_add_epi32(s0[i], p0);
                     s1[i] = _mm256_add_epi32(s1[i], p1);
                 }

@@ -25,12 +25,18 @@ impl Rng {
 
 fn f16_bytes(v: &[f32]) -> (Vec<u8>, Vec<f32>) {
     let h: Vec<half::f16> = v.iter().map(|&x| half::f16::from_f32(x)).collect();
-    (h.iter().flat_map(|x| x.to_le_bytes()).collect(), h.iter().map(|x| x.to_f32()).collect())
+    (
+        h.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        h.iter().map(|x| x.to_f32()).collect(),
+    )
 }
 
 fn bf16_bytes(v: &[f32]) -> (Vec<u8>, Vec<f32>) {
     let h: Vec<half::bf16> = v.iter().map(|&x| half::bf16::from_f32(x)).collect();
-    (h.iter().flat_map(|x| x.to_le_bytes()).collect(), h.iter().map(|x| x.to_f32()).collect())
+    (
+        h.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        h.iter().map(|x| x.to_f32()).collect(),
+    )
 }
 
 /// Random Q8_0 rows (q in [-128, 127], including -128 at times) and their values.
@@ -63,28 +69,59 @@ fn q4_0_bytes(rng: &mut Rng, n: usize, k: usize) -> (Vec<u8>, Vec<f32>) {
     (bytes, vals)
 }
 
+#[allow(clippy::too_many_arguments)]
 /// |got - want| ≤ rel · Σ|x·w| per element (the scale of the rounding a sum can pick up).
-fn assert_close(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, got: &[f32], want: &[f32], rel: f32, what: &str) {
+fn assert_close(
+    x: &[f32],
+    w: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    got: &[f32],
+    want: &[f32],
+    rel: f32,
+    what: &str,
+) {
     for i in 0..m {
         for j in 0..n {
             let mag: f32 = (0..k).map(|p| (x[i * k + p] * w[j * k + p]).abs()).sum();
             let (g, e) = (got[i * n + j], want[i * n + j]);
-            assert!((g - e).abs() <= rel * mag + 1e-6, "{what}: y[{i}][{j}] = {g}, want {e} (m={m} k={k} n={n})");
+            assert!(
+                (g - e).abs() <= rel * mag + 1e-6,
+                "{what}: y[{i}][{j}] = {g}, want {e} (m={m} k={k} n={n})"
+            );
         }
     }
 }
 
-const SHAPES: [(usize, usize, usize); 8] =
-    [(1, 64, 5), (3, 96, 33), (1, 384, 70), (8, 32, 32), (13, 160, 65), (17, 800, 40), (40, 96, 100), (7, 416, 31)];
+const SHAPES: [(usize, usize, usize); 8] = [
+    (1, 64, 5),
+    (3, 96, 33),
+    (1, 384, 70),
+    (8, 32, 32),
+    (13, 160, 65),
+    (17, 800, 40),
+    (40, 96, 100),
+    (7, 416, 31),
+];
 
 #[test]
 fn float_paths_match_reference() {
     let mut rng = Rng::new(1);
-    for &(m, k, n) in SHAPES.iter().chain(&[(5, 77, 9), (2, 1, 3), (3, 77, 9), (4, 200, 130)]) {
+    for &(m, k, n) in SHAPES
+        .iter()
+        .chain(&[(5, 77, 9), (2, 1, 3), (3, 77, 9), (4, 200, 130)])
+    {
         let x = rng.vec(m * k);
         let w32 = rng.vec(n * k);
         let formats = [
-            (FloatFormat::F32, w32.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(), w32.clone()),
+            (
+                FloatFormat::F32,
+                w32.iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect::<Vec<u8>>(),
+                w32.clone(),
+            ),
             {
                 let (b, v) = f16_bytes(&w32);
                 (FloatFormat::F16, b, v)
@@ -99,9 +136,24 @@ fn float_paths_match_reference() {
             matmul_f32_ref(&x, vals, m, k, n, &mut want);
             for isa in Isa::available() {
                 let mut y = vec![f32::NAN; m * n];
-                let w = Weights { format: WeightFormat::Float(*fmt), data: bytes, n, k };
+                let w = Weights {
+                    format: WeightFormat::Float(*fmt),
+                    data: bytes,
+                    n,
+                    k,
+                };
                 matmul_with(isa, &x, m, &w, &mut y);
-                assert_close(&x, vals, m, k, n, &y, &want, 1e-5, &format!("{fmt:?} {isa:?}"));
+                assert_close(
+                    &x,
+                    vals,
+                    m,
+                    k,
+                    n,
+                    &y,
+                    &want,
+                    1e-5,
+                    &format!("{fmt:?} {isa:?}"),
+                );
             }
         }
     }
@@ -112,10 +164,16 @@ fn quantised_paths_are_exact_against_scalar_and_close_to_reference() {
     let mut rng = Rng::new(2);
     for &(m, k, n) in &SHAPES {
         let x = rng.vec(m * k);
-        for (format, (bytes, vals)) in
-            [(WeightFormat::Q8_0, q8_0_bytes(&mut rng, n, k)), (WeightFormat::Q4_0, q4_0_bytes(&mut rng, n, k))]
-        {
-            let w = Weights { format, data: &bytes, n, k };
+        for (format, (bytes, vals)) in [
+            (WeightFormat::Q8_0, q8_0_bytes(&mut rng, n, k)),
+            (WeightFormat::Q4_0, q4_0_bytes(&mut rng, n, k)),
+        ] {
+            let w = Weights {
+                format,
+                data: &bytes,
+                n,
+                k,
+            };
             let mut scalar = vec![f32::NAN; m * n];
             matmul_with(Isa::Scalar, &x, m, &w, &mut scalar);
             // The scalar integer path against f32 on dequantised weights: the difference is the
@@ -132,7 +190,10 @@ fn quantised_paths_are_exact_against_scalar_and_close_to_reference() {
                         })
                         .sum();
                     let (g, e) = (scalar[i * n + j], want[i * n + j]);
-                    assert!((g - e).abs() <= bound * 1.01 + 1e-5, "{format:?} y[{i}][{j}]={g} want {e} bound {bound}");
+                    assert!(
+                        (g - e).abs() <= bound * 1.01 + 1e-5,
+                        "{format:?} y[{i}][{j}]={g} want {e} bound {bound}"
+                    );
                 }
             }
             // SIMD paths: the same integers and the same scaling steps, so the same bits.
