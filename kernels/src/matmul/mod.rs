@@ -13,6 +13,7 @@ pub mod isa;
 pub mod pack;
 pub mod peak;
 pub mod q8;
+pub mod q8_gemv;
 
 pub use isa::Isa;
 
