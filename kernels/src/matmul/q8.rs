@@ -252,9 +252,22 @@ pub(crate) unsafe fn tile_q(
     ldc: usize,
     nvalid: usize,
 ) {
-    let mut out = [[0.0f32; NRQ]; MRQ];
     let nblk = k / QB;
     assert!(qx.len() >= r * k && dx.len() >= r * nblk && p.q.len() >= nblk * BLOCK_BYTES);
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512Vnni {
+        // Straight into y with masked stores (a staging tile costs ~10 % at k = 384).
+        let (m0, m1) = masks(nvalid);
+        match r {
+            1 => kernel_vnni::<1>(qx, dx, k, p, c, ldc, m0, m1),
+            2 => kernel_vnni::<2>(qx, dx, k, p, c, ldc, m0, m1),
+            3 => kernel_vnni::<3>(qx, dx, k, p, c, ldc, m0, m1),
+            4 => kernel_vnni::<4>(qx, dx, k, p, c, ldc, m0, m1),
+            _ => unreachable!(),
+        }
+        return;
+    }
+    let mut out = [[0.0f32; NRQ]; MRQ];
     macro_rules! by_rows {
         ($f:ident) => {
             match r {
@@ -268,14 +281,18 @@ pub(crate) unsafe fn tile_q(
     }
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => by_rows!(kernel_vnni),
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx512 => by_rows!(kernel_avx2),
+        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni => by_rows!(kernel_avx2),
         _ => kernel_scalar(r, qx, dx, k, p, &mut out),
     }
     for (i, o) in out.iter().enumerate().take(r) {
         std::ptr::copy_nonoverlapping(o.as_ptr(), c.add(i * ldc), nvalid);
     }
+}
+
+/// Store masks for the two 16-column halves of a tile with `nvalid` columns.
+fn masks(nvalid: usize) -> (u16, u16) {
+    let bits = |n: usize| if n >= 16 { 0xffff } else { (1u16 << n) - 1 };
+    (bits(nvalid), bits(nvalid.saturating_sub(16)))
 }
 
 /// The reference: the same sums in plain integer arithmetic, scaled the same way.
@@ -306,13 +323,17 @@ fn kernel_scalar(
 }
 
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn kernel_vnni<const R: usize>(
     qx: &[u8],
     dx: &[f32],
     k: usize,
     p: &Panel,
-    out: &mut [[f32; NRQ]; MRQ],
+    c: *mut f32,
+    ldc: usize,
+    m0: u16,
+    m1: u16,
 ) {
     use std::arch::x86_64::*;
     let nblk = k / QB;
@@ -346,8 +367,8 @@ unsafe fn kernel_vnni<const R: usize>(
         }
     }
     for i in 0..R {
-        _mm512_storeu_ps(out[i].as_mut_ptr(), f0[i]);
-        _mm512_storeu_ps(out[i].as_mut_ptr().add(16), f1[i]);
+        _mm512_mask_storeu_ps(c.add(i * ldc), m0, f0[i]);
+        _mm512_mask_storeu_ps(c.add(i * ldc + 16), m1, f1[i]);
     }
 }
 
