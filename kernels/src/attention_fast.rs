@@ -1,0 +1,217 @@
+//! Softmax attention, parallel over (sequence, head) pairs: the same result as the scalar
+//! reference `attention::attention`, which the tests compare it with.
+//!
+//! Per pair it is two small matrix products on the float micro-kernel of the matmul: the
+//! head's keys are packed into panels (scores = Q·Kᵀ), then its values (out = P·V), with a
+//! vectorised softmax between them. BERT's heads are 32 wide: one panel of values.
+
+use crate::attention::AttnShape;
+use crate::matmul::float::{mr_for, tile};
+use crate::matmul::pack::NR;
+use crate::matmul::{Isa, SendPtr};
+use crate::ops_fast::{multiversion, softmax_body};
+use rayon::prelude::*;
+use std::cell::RefCell;
+use std::ops::Range;
+
+#[derive(Default)]
+struct Scratch {
+    /// Keys of the head, in panels of NR keys × head_dim.
+    kp: Vec<f32>,
+    /// Values of the head, in panels of NR dims × len.
+    vp: Vec<f32>,
+    /// Scores, then probabilities: len × len (row stride `len`).
+    p: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Attention over packed sequences; layout as in [`crate::attention::attention`].
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    isa: Isa,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    seqs: &[Range<usize>],
+    s: AttnShape,
+    causal: bool,
+    out: &mut [f32],
+) {
+    let (qd, kd) = (s.n_head * s.head_dim, s.n_head_kv * s.head_dim);
+    let tokens = seqs.iter().map(|r| r.end).max().unwrap_or(0);
+    assert!(
+        s.n_head_kv > 0 && s.n_head.is_multiple_of(s.n_head_kv),
+        "attention: heads do not group"
+    );
+    assert!(
+        q.len() >= tokens * qd && out.len() >= tokens * qd,
+        "attention: q/out too short"
+    );
+    assert!(
+        k.len() >= tokens * kd && v.len() >= tokens * kd,
+        "attention: k/v too short"
+    );
+    if s.head_dim == 0 {
+        return;
+    }
+    let op = SendPtr(out.as_mut_ptr());
+    (0..seqs.len() * s.n_head).into_par_iter().for_each(|item| {
+        let (seq, h) = (seqs[item / s.n_head].clone(), item % s.n_head);
+        if seq.is_empty() {
+            return;
+        }
+        // Taken out of the thread-local so a nested call (work stealing) cannot find it borrowed.
+        let mut sc = SCRATCH.with(|c| std::mem::take(&mut *c.borrow_mut()));
+        one_head(isa, q, k, v, seq, h, s, causal, op, &mut sc);
+        SCRATCH.with(|c| *c.borrow_mut() = sc);
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+fn one_head(
+    isa: Isa,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    seq: Range<usize>,
+    h: usize,
+    s: AttnShape,
+    causal: bool,
+    out: SendPtr,
+    sc: &mut Scratch,
+) {
+    let hd = s.head_dim;
+    let (qd, kd) = (s.n_head * hd, s.n_head_kv * hd);
+    let kh = h / (s.n_head / s.n_head_kv);
+    let (base, len) = (seq.start, seq.len());
+    let (kpanels, vpanels) = (len.div_ceil(NR), hd.div_ceil(NR));
+    sc.kp.clear();
+    sc.kp.resize(kpanels * hd * NR, 0.0);
+    sc.vp.clear();
+    sc.vp.resize(vpanels * len * NR, 0.0);
+    sc.p.resize(len * len, 0.0);
+    for j in 0..len {
+        let kj = &k[(base + j) * kd + kh * hd..][..hd];
+        let panel = &mut sc.kp[(j / NR) * hd * NR..];
+        for (d, &x) in kj.iter().enumerate() {
+            panel[d * NR + j % NR] = x;
+        }
+        let vj = &v[(base + j) * kd + kh * hd..][..hd];
+        for (d, &x) in vj.iter().enumerate() {
+            sc.vp[(d / NR) * len * NR + j * NR + d % NR] = x;
+        }
+    }
+    let mr = mr_for(isa);
+    // Scores: len × len = Q_h (rows of stride qd) · K_hᵀ.
+    let mut i = 0;
+    while i < len {
+        let r = mr.min(len - i);
+        for p in 0..kpanels {
+            // SAFETY: q rows base+i..+r hold hd values of head h; panel p holds hd·NR floats;
+            // the score tile lies inside sc.p (rows of len, columns p·NR..+nvalid).
+            unsafe {
+                let a = q.as_ptr().add((base + i) * qd + h * hd);
+                let c = sc.p.as_mut_ptr().add(i * len + p * NR);
+                tile(
+                    isa,
+                    r,
+                    a,
+                    qd,
+                    sc.kp.as_ptr().add(p * hd * NR),
+                    hd,
+                    c,
+                    len,
+                    NR.min(len - p * NR),
+                    false,
+                );
+            }
+        }
+        i += r;
+    }
+    let scale = 1.0 / (hd as f32).sqrt();
+    for i in 0..len {
+        let row = &mut sc.p[i * len..(i + 1) * len];
+        let visible = if causal { i + 1 } else { len };
+        multiversion!(isa, scaled_softmax(&mut row[..visible], scale));
+        row[visible..].fill(0.0);
+    }
+    // Out: len × hd = P · V_h, written into the head's columns of `out`.
+    let mut i = 0;
+    while i < len {
+        let r = mr.min(len - i);
+        for p in 0..vpanels {
+            // SAFETY: rows base+i..+r, columns h·hd+p·NR..+nvalid of out belong to this pair.
+            unsafe {
+                let c = out.get().add((base + i) * qd + h * hd + p * NR);
+                let a = sc.p.as_ptr().add(i * len);
+                tile(
+                    isa,
+                    r,
+                    a,
+                    len,
+                    sc.vp.as_ptr().add(p * len * NR),
+                    len,
+                    c,
+                    qd,
+                    NR.min(hd - p * NR),
+                    false,
+                );
+            }
+        }
+        i += r;
+    }
+}
+
+#[inline(always)]
+fn scaled_softmax(x: &mut [f32], scale: f32) {
+    for v in x.iter_mut() {
+        *v *= scale;
+    }
+    softmax_body(x);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matmul::tests::Rng;
+
+    #[test]
+    fn matches_scalar_reference() {
+        let mut rng = Rng::new(11);
+        let seqs = vec![0..1, 1..11, 11..44, 44..47];
+        let tokens = 47;
+        for (n_head, n_head_kv, head_dim) in [(12, 12, 32), (4, 2, 16), (2, 1, 7)] {
+            let s = AttnShape {
+                n_head,
+                n_head_kv,
+                head_dim,
+            };
+            let q: Vec<f32> = (0..tokens * n_head * head_dim)
+                .map(|_| rng.f32() * 2.0)
+                .collect();
+            let k: Vec<f32> = (0..tokens * n_head_kv * head_dim)
+                .map(|_| rng.f32() * 2.0)
+                .collect();
+            let v: Vec<f32> = (0..tokens * n_head_kv * head_dim)
+                .map(|_| rng.f32())
+                .collect();
+            for causal in [false, true] {
+                let mut want = vec![0.0; q.len()];
+                crate::attention::attention(&q, &k, &v, &seqs, s, causal, &mut want);
+                for isa in Isa::available() {
+                    let mut got = vec![f32::NAN; q.len()];
+                    attention(isa, &q, &k, &v, &seqs, s, causal, &mut got);
+                    for (g, e) in got.iter().zip(&want) {
+                        assert!(
+                            (g - e).abs() <= 2e-6 * (1.0 + e.abs()),
+                            "{isa:?} {s:?} causal={causal}: {g} vs {e}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
