@@ -6,3 +6,4 @@ pub mod attention;
 pub mod matmul;
 pub mod ops;
 pub mod quant;
+pub mod rope;
