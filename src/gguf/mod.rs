@@ -10,6 +10,7 @@ mod error;
 mod file;
 mod reader;
 mod value;
+pub mod writer;
 
 pub use error::GgufError;
 pub use file::{AlignedBytes, GgufFile, ModelBytes};
