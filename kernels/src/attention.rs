@@ -32,7 +32,11 @@ pub fn attention(
     let mut scores = Vec::new();
     for seq in seqs {
         for i in seq.clone() {
-            let visible = if causal { seq.start..i + 1 } else { seq.clone() };
+            let visible = if causal {
+                seq.start..i + 1
+            } else {
+                seq.clone()
+            };
             for h in 0..s.n_head {
                 let kh = h / group;
                 let qi = &q[i * qd + h * s.head_dim..][..s.head_dim];

@@ -131,8 +131,18 @@ mod tests {
     #[test]
     fn erf_matches_known_values() {
         // Values from tables of erf.
-        for (x, want) in [(0.0, 0.0), (0.5, 0.5204998778), (1.0, 0.8427007929), (2.0, 0.9953222650), (-1.0, -0.8427007929)] {
-            assert!((erf(x) - want).abs() < 1e-7, "erf({x}) = {} want {want}", erf(x));
+        for (x, want) in [
+            (0.0, 0.0),
+            (0.5, 0.5204998778),
+            (1.0, 0.8427007929),
+            (2.0, 0.9953222650),
+            (-1.0, -0.8427007929),
+        ] {
+            assert!(
+                (erf(x) - want).abs() < 1e-7,
+                "erf({x}) = {} want {want}",
+                erf(x)
+            );
         }
     }
 

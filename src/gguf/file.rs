@@ -45,7 +45,7 @@ impl GgufFile {
     /// Parses bytes already in memory. Tensor data must be at least 4-byte aligned for the
     /// kernels to read it in place; misaligned bytes are copied once into an aligned buffer.
     pub fn from_bytes(bytes: ModelBytes) -> Result<GgufFile, GgufError> {
-        let bytes = if bytes.as_slice().as_ptr() as usize % 64 == 0 {
+        let bytes = if (bytes.as_slice().as_ptr() as usize).is_multiple_of(64) {
             bytes
         } else {
             ModelBytes::Owned(AlignedBytes::copy_from(bytes.as_slice()))
@@ -89,7 +89,10 @@ impl AlignedBytes {
         for (line, chunk) in lines.iter_mut().zip(src.chunks(64)) {
             line.0[..chunk.len()].copy_from_slice(chunk);
         }
-        AlignedBytes { lines, len: src.len() }
+        AlignedBytes {
+            lines,
+            len: src.len(),
+        }
     }
 
     pub fn as_slice(&self) -> &[u8] {

@@ -71,7 +71,9 @@ impl Gguf {
         let mut r = Reader::new(bytes);
         let magic = r.bytes(4, "magic")?;
         if magic != MAGIC {
-            return Err(GgufError::BadMagic([magic[0], magic[1], magic[2], magic[3]]));
+            return Err(GgufError::BadMagic([
+                magic[0], magic[1], magic[2], magic[3],
+            ]));
         }
         let version = r.u32("version")?;
         if !(2..=3).contains(&version) {
@@ -109,7 +111,10 @@ impl Gguf {
             let name = r.string("tensor name")?;
             let n_dims = r.u32(&name)? as usize;
             if n_dims == 0 || n_dims > MAX_DIMS {
-                return Err(GgufError::BadTensor { name, why: format!("{n_dims} dimensions") });
+                return Err(GgufError::BadTensor {
+                    name,
+                    why: format!("{n_dims} dimensions"),
+                });
             }
             let mut shape = [1usize; 4];
             for d in shape.iter_mut().take(n_dims) {
@@ -130,25 +135,41 @@ impl Gguf {
 
         let data_offset = align_up(r.pos() as u64, alignment)
             .filter(|&o| o <= bytes.len() as u64)
-            .ok_or(GgufError::Truncated { what: "tensor data".into(), offset: r.pos() })?
-            as usize;
+            .ok_or(GgufError::Truncated {
+                what: "tensor data".into(),
+                offset: r.pos(),
+            })? as usize;
         let data_len = (bytes.len() - data_offset) as u64;
 
         let mut tensors = Vec::with_capacity(raw.len());
         let mut tensor_index = HashMap::new();
         for (name, dtype, shape, n_dims, offset) in raw {
-            let bad = |why: String| GgufError::BadTensor { name: name.clone(), why };
+            let bad = |why: String| GgufError::BadTensor {
+                name: name.clone(),
+                why,
+            };
             let n: u64 = shape
                 .iter()
                 .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
                 .ok_or_else(|| bad("element count overflows".into()))?;
+            // A zero dim would make that product 0 whatever the others are, hiding dims whose
+            // partial products (the row count, dims[1..]) overflow, or a row count of 2^60 over
+            // empty rows for a loop to walk. No model has an empty weight: refuse it.
+            if shape[..n_dims].contains(&0) {
+                return Err(bad(format!(
+                    "dimensions {:?} include a 0",
+                    &shape[..n_dims]
+                )));
+            }
             if shape[0] % dtype.block().0 != 0 {
                 return Err(bad(format!(
                     "row of {} elements is not a whole number of {dtype} blocks",
                     shape[0]
                 )));
             }
-            let len = dtype.bytes_for(n).ok_or_else(|| bad("size overflows".into()))?;
+            let len = dtype
+                .bytes_for(n)
+                .ok_or_else(|| bad("size overflows".into()))?;
             if offset % alignment != 0 {
                 return Err(bad(format!("offset {offset} not aligned to {alignment}")));
             }
@@ -173,7 +194,15 @@ impl Gguf {
             });
         }
 
-        Ok(Gguf { version, metadata, tensors, alignment, data_offset, meta_index, tensor_index })
+        Ok(Gguf {
+            version,
+            metadata,
+            tensors,
+            alignment,
+            data_offset,
+            meta_index,
+            tensor_index,
+        })
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
@@ -216,7 +245,7 @@ impl Gguf {
             dtype: t.dtype,
             shape: t.shape,
             n_dims: t.n_dims,
-            data: bytes.get(t.offset..t.offset + t.len)?,
+            data: bytes.get(t.offset..t.offset.checked_add(t.len)?)?,
         })
     }
 

@@ -22,7 +22,10 @@ impl<'a> Reader<'a> {
 
     pub fn bytes(&mut self, n: usize, what: &str) -> Result<&'a [u8], GgufError> {
         if n > self.remaining() {
-            return Err(GgufError::Truncated { what: what.to_string(), offset: self.pos });
+            return Err(GgufError::Truncated {
+                what: what.to_string(),
+                offset: self.pos,
+            });
         }
         let s = &self.bytes[self.pos..self.pos + n];
         self.pos += n;
@@ -48,7 +51,11 @@ impl<'a> Reader<'a> {
     pub fn check_count(&self, count: u64, min_len: u64, what: &str) -> Result<(), GgufError> {
         match count.checked_mul(min_len) {
             Some(n) if n <= self.remaining() as u64 => Ok(()),
-            _ => Err(GgufError::TooLarge { what: what.to_string(), count, offset: self.pos }),
+            _ => Err(GgufError::TooLarge {
+                what: what.to_string(),
+                count,
+                offset: self.pos,
+            }),
         }
     }
 
@@ -57,13 +64,18 @@ impl<'a> Reader<'a> {
         let len = self.u64(what)?;
         self.check_count(len, 1, what)?;
         let raw = self.bytes(len as usize, what)?;
-        String::from_utf8(raw.to_vec())
-            .map_err(|_| GgufError::BadString { what: what.to_string(), offset: start })
+        String::from_utf8(raw.to_vec()).map_err(|_| GgufError::BadString {
+            what: what.to_string(),
+            offset: start,
+        })
     }
 
     pub fn value_type(&mut self, key: &str) -> Result<ValueType, GgufError> {
         let code = self.u32(key)?;
-        ValueType::from_code(code).ok_or_else(|| GgufError::BadValueType { key: key.into(), code })
+        ValueType::from_code(code).ok_or_else(|| GgufError::BadValueType {
+            key: key.into(),
+            code,
+        })
     }
 
     pub fn value(&mut self, t: ValueType, key: &str, depth: usize) -> Result<Value, GgufError> {
@@ -79,8 +91,8 @@ impl<'a> Reader<'a> {
                 0 => Value::Bool(false),
                 1 => Value::Bool(true),
                 b => {
-                    return Err(GgufError::BadTensor {
-                        name: key.to_string(),
+                    return Err(GgufError::BadValue {
+                        key: key.to_string(),
                         why: format!("bool value {b} is neither 0 nor 1"),
                     })
                 }
@@ -91,7 +103,9 @@ impl<'a> Reader<'a> {
             ValueType::F64 => Value::F64(f64::from_le_bytes(self.array(key)?)),
             ValueType::Array => {
                 if depth >= MAX_ARRAY_DEPTH {
-                    return Err(GgufError::NestedTooDeep { key: key.to_string() });
+                    return Err(GgufError::NestedTooDeep {
+                        key: key.to_string(),
+                    });
                 }
                 let et = self.value_type(key)?;
                 let n = self.u64(key)?;

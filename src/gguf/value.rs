@@ -50,8 +50,8 @@ impl ValueType {
             U16 | I16 => 2,
             U32 | I32 | F32 => 4,
             U64 | I64 | F64 => 8,
-            String => 8,        // u64 length
-            Array => 4 + 8,     // element type + count
+            String => 8,    // u64 length
+            Array => 4 + 8, // element type + count
         }
     }
 }
@@ -150,7 +150,9 @@ impl Value {
             Value::Bool(v) => J::Bool(*v),
             Value::String(s) => J::String(s.clone()),
             Value::Array(_, items) if items.len() > max_array => J::Null,
-            Value::Array(_, items) => J::Array(items.iter().map(|v| v.to_json(max_array)).collect()),
+            Value::Array(_, items) => {
+                J::Array(items.iter().map(|v| v.to_json(max_array)).collect())
+            }
         }
     }
 }
