@@ -3,8 +3,8 @@
 //! last-pooled embeddings (fixtures/smollm2-llamacpp.json). The 98 MB model is not committed:
 //! `scripts/fetch_smollm2.sh` puts it in target/models/; without it the test says so and passes.
 
-use quiver::backend::cpu::Cpu;
 use quiver::arch::Batch;
+use quiver::backend::cpu::Cpu;
 use quiver::embed::{normalize, pool, Pooling};
 use quiver::gguf::GgufFile;
 use quiver::model::Model;
@@ -12,8 +12,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-const MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/models/SmolLM2-135M-Instruct.Q4_1.gguf");
-const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/smollm2-llamacpp.json");
+const MODEL: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/target/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+);
+const GOLDEN: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/fixtures/smollm2-llamacpp.json"
+);
 
 struct Golden {
     inputs: Vec<String>,
@@ -23,14 +29,30 @@ struct Golden {
 }
 
 fn golden() -> Golden {
-    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(GOLDEN).unwrap()).unwrap();
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(GOLDEN).unwrap()).unwrap();
     let list = |k: &str| j[k].as_array().unwrap().clone();
-    let floats = |v: &serde_json::Value| v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+    let floats = |v: &serde_json::Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect()
+    };
     Golden {
-        inputs: list("inputs").iter().map(|v| v.as_str().unwrap().to_string()).collect(),
+        inputs: list("inputs")
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect(),
         token_ids: list("token_ids")
             .iter()
-            .map(|v| v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect())
+            .map(|v| {
+                v.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_u64().unwrap() as u32)
+                    .collect()
+            })
             .collect(),
         mean: list("mean").iter().map(floats).collect(),
         last: list("last").iter().map(floats).collect(),
@@ -95,15 +117,36 @@ fn smollm2_embeddings_match_llama_cpp() {
         took
     );
     assert!(hidden.iter().all(|v| v.is_finite()));
-    for (pooling, want, bound) in [(Pooling::Mean, &g.mean, MIN_COSINE_MEAN), (Pooling::Last, &g.last, MIN_COSINE_LAST)] {
+    for (pooling, want, bound) in [
+        (Pooling::Mean, &g.mean, MIN_COSINE_MEAN),
+        (Pooling::Last, &g.last, MIN_COSINE_LAST),
+    ] {
         let mut got = pool(&hidden, 576, &batch.seqs, pooling);
         got.iter_mut().for_each(|v| normalize(v));
         let cos: Vec<f32> = got.iter().zip(want).map(|(v, w)| cosine(v, w)).collect();
-        let (min_i, min) = cos.iter().enumerate().fold((0, f32::INFINITY), |m, (i, &c)| if c < m.1 { (i, c) } else { m });
-        println!("SmolLM2 {}: min cosine {min:.6} (input {min_i})", pooling.name());
-        println!("  per input: {}", cos.iter().map(|c| format!("{c:.5}")).collect::<Vec<_>>().join(" "));
+        let (min_i, min) =
+            cos.iter().enumerate().fold(
+                (0, f32::INFINITY),
+                |m, (i, &c)| if c < m.1 { (i, c) } else { m },
+            );
+        println!(
+            "SmolLM2 {}: min cosine {min:.6} (input {min_i})",
+            pooling.name()
+        );
+        println!(
+            "  per input: {}",
+            cos.iter()
+                .map(|c| format!("{c:.5}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
         for (i, c) in cos.iter().enumerate() {
-            assert!(*c >= bound, "{} pooling, input {i} {:?}: cosine {c} < {bound}", pooling.name(), g.inputs[i]);
+            assert!(
+                *c >= bound,
+                "{} pooling, input {i} {:?}: cosine {c} < {bound}",
+                pooling.name(),
+                g.inputs[i]
+            );
         }
     }
 
@@ -113,7 +156,11 @@ fn smollm2_embeddings_match_llama_cpp() {
         let via_model = model.embed_tokens_with(&short, pooling).unwrap();
         let direct = pool(&hidden, 576, &batch.seqs[3..5], pooling);
         for (a, b) in via_model.iter().zip(&direct) {
-            assert!(cosine(a, b) > 0.99999, "{}: embed_tokens_with differs from the batch", pooling.name());
+            assert!(
+                cosine(a, b) > 0.99999,
+                "{}: embed_tokens_with differs from the batch",
+                pooling.name()
+            );
         }
     }
 }

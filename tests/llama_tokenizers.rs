@@ -7,7 +7,10 @@ use quiver::gguf::{Gguf, Value, ValueType};
 use quiver::tokenizer::{self, bpe::byte_to_char, Tokenizer, TokenizerError};
 
 fn strings(v: &[String]) -> Value {
-    Value::Array(ValueType::String, v.iter().map(|s| Value::String(s.clone())).collect())
+    Value::Array(
+        ValueType::String,
+        v.iter().map(|s| Value::String(s.clone())).collect(),
+    )
 }
 
 fn build(meta: Vec<(&str, Value)>) -> Vec<u8> {
@@ -41,10 +44,19 @@ fn bpe_model(merges: &[&str], extra: Vec<(&str, Value)>) -> Box<dyn Tokenizer> {
         ("tokenizer.ggml.model", Value::String("gpt2".into())),
         ("tokenizer.ggml.pre", Value::String("gpt2".into())),
         ("tokenizer.ggml.tokens", strings(&v)),
-        ("tokenizer.ggml.token_type", Value::Array(ValueType::I32, types.into_iter().map(Value::I32).collect())),
+        (
+            "tokenizer.ggml.token_type",
+            Value::Array(ValueType::I32, types.into_iter().map(Value::I32).collect()),
+        ),
         (
             "tokenizer.ggml.merges",
-            Value::Array(ValueType::String, merges.iter().map(|m| Value::String(m.to_string())).collect()),
+            Value::Array(
+                ValueType::String,
+                merges
+                    .iter()
+                    .map(|m| Value::String(m.to_string()))
+                    .collect(),
+            ),
         ),
         ("tokenizer.ggml.bos_token_id", Value::U32(256 + 6)),
         ("tokenizer.ggml.eos_token_id", Value::U32(256 + 6)),
@@ -72,7 +84,10 @@ fn bpe_merges_in_rank_order() {
     assert_eq!(t.tokenize("hello hello"), [id("hello"), id("Ġhello")]);
     // Without the "l l" merge, "he ll" can never apply.
     let t = bpe_model(&["h e", "he ll", "hell o"], vec![]);
-    assert_eq!(t.tokenize("hello"), [id("he"), byte(b'l'), byte(b'l'), byte(b'o')]);
+    assert_eq!(
+        t.tokenize("hello"),
+        [id("he"), byte(b'l'), byte(b'l'), byte(b'o')]
+    );
 }
 
 #[test]
@@ -86,7 +101,10 @@ fn bpe_user_defined_tokens_split_but_control_tokens_are_text() {
     let t = bpe_model(MERGES, vec![]);
     assert_eq!(t.tokenize("he<tag>he"), [id("he"), id("<tag>"), id("he")]);
     let ids = t.tokenize("<|end|>");
-    assert!(!ids.contains(&id("<|end|>")), "control token parsed from text: {ids:?}");
+    assert!(
+        !ids.contains(&id("<|end|>")),
+        "control token parsed from text: {ids:?}"
+    );
     assert_eq!(ids.len(), "<|end|>".len());
 }
 
@@ -96,9 +114,15 @@ fn bpe_bos_eos_follow_the_flags() {
     assert!(t.prefix().is_empty() && t.suffix().is_empty());
     let t = bpe_model(
         MERGES,
-        vec![("tokenizer.ggml.add_bos_token", Value::Bool(true)), ("tokenizer.ggml.add_eos_token", Value::Bool(true))],
+        vec![
+            ("tokenizer.ggml.add_bos_token", Value::Bool(true)),
+            ("tokenizer.ggml.add_eos_token", Value::Bool(true)),
+        ],
     );
-    assert_eq!(t.encode("hello"), [id("<|end|>"), id("hello"), id("<|end|>")]);
+    assert_eq!(
+        t.encode("hello"),
+        [id("<|end|>"), id("hello"), id("<|end|>")]
+    );
 }
 
 #[test]
@@ -113,12 +137,21 @@ fn bpe_bad_metadata_is_an_error() {
         ]
     };
     let ok_merges = Value::Array(ValueType::String, vec![Value::String("h e".into())]);
-    assert!(matches!(load(&build(base("klingon", ok_merges.clone()))), Err(TokenizerError::Unsupported(_))));
+    assert!(matches!(
+        load(&build(base("klingon", ok_merges.clone()))),
+        Err(TokenizerError::Unsupported(_))
+    ));
     let bad = Value::Array(ValueType::String, vec![Value::String("nospace".into())]);
-    assert!(matches!(load(&build(base("gpt2", bad))), Err(TokenizerError::Invalid(_))));
+    assert!(matches!(
+        load(&build(base("gpt2", bad))),
+        Err(TokenizerError::Invalid(_))
+    ));
     let mut no_merges = base("gpt2", ok_merges);
     no_merges.pop();
-    assert!(matches!(load(&build(no_merges)), Err(TokenizerError::Missing(_))));
+    assert!(matches!(
+        load(&build(no_merges)),
+        Err(TokenizerError::Missing(_))
+    ));
 }
 
 // ---- SentencePiece BPE ---------------------------------------------------------------------
@@ -154,8 +187,14 @@ fn spm_model(extra: Vec<(&str, Value)>) -> (Box<dyn Tokenizer>, Vec<String>) {
     let mut meta = vec![
         ("tokenizer.ggml.model", Value::String("llama".into())),
         ("tokenizer.ggml.tokens", strings(&v)),
-        ("tokenizer.ggml.scores", Value::Array(ValueType::F32, scores.into_iter().map(Value::F32).collect())),
-        ("tokenizer.ggml.token_type", Value::Array(ValueType::I32, types.into_iter().map(Value::I32).collect())),
+        (
+            "tokenizer.ggml.scores",
+            Value::Array(ValueType::F32, scores.into_iter().map(Value::F32).collect()),
+        ),
+        (
+            "tokenizer.ggml.token_type",
+            Value::Array(ValueType::I32, types.into_iter().map(Value::I32).collect()),
+        ),
         ("tokenizer.ggml.bos_token_id", Value::U32(1)),
         ("tokenizer.ggml.eos_token_id", Value::U32(2)),
         ("tokenizer.ggml.unknown_token_id", Value::U32(0)),
@@ -171,7 +210,10 @@ fn spm_merges_highest_score_first_with_dummy_prefix() {
     // ▁ h e l l o: "he" (-2) beats "el" (-10), then ll, llo, hello, ▁hello.
     assert_eq!(t.tokenize("hello"), [id("▁hello")]);
     // Spaces become ▁; "é" is not a piece, so it falls back to its UTF-8 bytes.
-    assert_eq!(t.tokenize("hello é"), [id("▁hello"), id("▁"), id("<0xC3>"), id("<0xA9>")]);
+    assert_eq!(
+        t.tokenize("hello é"),
+        [id("▁hello"), id("▁"), id("<0xC3>"), id("<0xA9>")]
+    );
     // BOS by default for SentencePiece, no EOS.
     assert_eq!(t.encode("hello"), [1, id("▁hello")]);
 }

@@ -44,9 +44,16 @@ impl Rope<'_> {
     /// Rotates `x` in place: `x` holds `positions.len()` rows, each of `row_len / head_dim` heads
     /// of `head_dim` values; row `t` is at position `positions[t]`.
     pub fn apply(&self, x: &mut [f32], row_len: usize, positions: &[usize]) {
-        assert!(self.n_rot % 2 == 0 && self.n_rot <= self.head_dim, "rope: bad n_rot");
+        assert!(
+            self.n_rot.is_multiple_of(2) && self.n_rot <= self.head_dim,
+            "rope: bad n_rot"
+        );
         assert_eq!(row_len % self.head_dim, 0, "rope: row is not whole heads");
-        assert_eq!(x.len(), row_len * positions.len(), "rope: x is not rows × row_len");
+        assert_eq!(
+            x.len(),
+            row_len * positions.len(),
+            "rope: x is not rows × row_len"
+        );
         if let Some(f) = self.freq_factors {
             assert!(f.len() >= self.n_rot / 2, "rope: too few frequency factors");
         }
@@ -74,10 +81,21 @@ mod tests {
     use super::*;
 
     /// The textbook formula as a complex multiplication: pair (a, b) as a + ib times e^{iθ}.
-    fn direct(layout: RopeLayout, head: &[f32], n_rot: usize, pos: usize, base: f64, scale: f64) -> Vec<f32> {
+    fn direct(
+        layout: RopeLayout,
+        head: &[f32],
+        n_rot: usize,
+        pos: usize,
+        base: f64,
+        scale: f64,
+    ) -> Vec<f32> {
         let mut out = head.to_vec();
         for i in 0..n_rot / 2 {
-            let (a, b) = if layout == RopeLayout::Normal { (2 * i, 2 * i + 1) } else { (i, i + n_rot / 2) };
+            let (a, b) = if layout == RopeLayout::Normal {
+                (2 * i, 2 * i + 1)
+            } else {
+                (i, i + n_rot / 2)
+            };
             let theta = pos as f64 * scale / base.powf(2.0 * i as f64 / n_rot as f64);
             let z = (head[a] as f64, head[b] as f64);
             out[a] = (z.0 * theta.cos() - z.1 * theta.sin()) as f32;
@@ -104,14 +122,31 @@ mod tests {
                 for scale in [1.0f32, 0.25] {
                     let x0 = pseudo_random(positions.len() * n_head * head_dim, 7);
                     let mut x = x0.clone();
-                    let rope = Rope { layout, head_dim, n_rot, freq_base: 10000.0, freq_scale: scale, freq_factors: None };
+                    let rope = Rope {
+                        layout,
+                        head_dim,
+                        n_rot,
+                        freq_base: 10000.0,
+                        freq_scale: scale,
+                        freq_factors: None,
+                    };
                     rope.apply(&mut x, n_head * head_dim, &positions);
                     for (t, &pos) in positions.iter().enumerate() {
                         for h in 0..n_head {
                             let at = (t * n_head + h) * head_dim;
-                            let want = direct(layout, &x0[at..at + head_dim], n_rot, pos, 10000.0, scale as f64);
+                            let want = direct(
+                                layout,
+                                &x0[at..at + head_dim],
+                                n_rot,
+                                pos,
+                                10000.0,
+                                scale as f64,
+                            );
                             for (g, w) in x[at..at + head_dim].iter().zip(&want) {
-                                assert!((g - w).abs() < 1e-5, "{layout:?} n_rot {n_rot} pos {pos}: {g} vs {w}");
+                                assert!(
+                                    (g - w).abs() < 1e-5,
+                                    "{layout:?} n_rot {n_rot} pos {pos}: {g} vs {w}"
+                                );
                             }
                         }
                     }
@@ -153,7 +188,11 @@ mod tests {
             freq_factors: None,
         };
         let (mut a, mut b) = (x0.clone(), x0.clone());
-        Rope { freq_factors: Some(&factors), ..base }.apply(&mut a, 16, &[10]);
+        Rope {
+            freq_factors: Some(&factors),
+            ..base
+        }
+        .apply(&mut a, 16, &[10]);
         base.apply(&mut b, 16, &[5]);
         for (x, y) in a.iter().zip(&b) {
             assert!((x - y).abs() < 1e-5);

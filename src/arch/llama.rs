@@ -61,41 +61,60 @@ pub struct Llama {
 }
 
 fn checked(a: usize, b: usize, what: &str) -> Result<usize, LoadError> {
-    a.checked_mul(b).ok_or_else(|| LoadError::Invalid(format!("{what} overflows")))
+    a.checked_mul(b)
+        .ok_or_else(|| LoadError::Invalid(format!("{what} overflows")))
 }
 
 impl Llama {
     pub fn load(file: Arc<GgufFile>, arch: &str) -> Result<Llama, LoadError> {
-        let spec = llama_table::spec(arch).ok_or_else(|| LoadError::UnknownArchitecture(arch.into()))?;
+        let spec =
+            llama_table::spec(arch).ok_or_else(|| LoadError::UnknownArchitecture(arch.into()))?;
         let names = &spec.names;
-        let l = Loader { file: &file, arch: spec.name };
+        let l = Loader {
+            file: &file,
+            arch: spec.name,
+        };
         let n_embd = l.usize("embedding_length")?;
         let n_head = l.usize("attention.head_count")?;
         let n_head_kv = l.usize_or("attention.head_count_kv", n_head);
         if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 {
-            return Err(LoadError::Invalid(format!("{n_head} query heads cannot share {n_head_kv} KV heads")));
+            return Err(LoadError::Invalid(format!(
+                "{n_head} query heads cannot share {n_head_kv} KV heads"
+            )));
         }
         let head_dim = match l.usize_or("attention.key_length", 0) {
             0 if n_embd % n_head == 0 => n_embd / n_head,
-            0 => return Err(LoadError::Invalid(format!("{n_head} heads do not divide width {n_embd}"))),
+            0 => {
+                return Err(LoadError::Invalid(format!(
+                    "{n_head} heads do not divide width {n_embd}"
+                )))
+            }
             k => k,
         };
         if l.usize_or("attention.value_length", head_dim) != head_dim {
-            return Err(LoadError::Invalid("attention.value_length differs from key_length".into()));
+            return Err(LoadError::Invalid(
+                "attention.value_length differs from key_length".into(),
+            ));
         }
         let n_rot = l.usize_or("rope.dimension_count", head_dim);
-        if n_rot % 2 != 0 || n_rot > head_dim {
-            return Err(LoadError::Invalid(format!("rope.dimension_count {n_rot} does not fit head size {head_dim}")));
+        if !n_rot.is_multiple_of(2) || n_rot > head_dim {
+            return Err(LoadError::Invalid(format!(
+                "rope.dimension_count {n_rot} does not fit head size {head_dim}"
+            )));
         }
         let freq_scale = rope_freq_scale(&l)?;
         let embd_name = format!("{}.weight", names.token_embd);
-        let token_embd =
-            file.header.tensor_info(&embd_name).ok_or_else(|| LoadError::MissingTensor(embd_name.clone()))?.clone();
+        let token_embd = file
+            .header
+            .tensor_info(&embd_name)
+            .ok_or_else(|| LoadError::MissingTensor(embd_name.clone()))?
+            .clone();
         let pooling = match file.header.get_u64(&format!("{}.pooling_type", spec.name)) {
             // Decoders without a pooling type are embedded with their last token, as Ollama does.
             None => Pooling::Last,
-            Some(code) => Pooling::from_gguf(code)
-                .ok_or_else(|| LoadError::Invalid(format!("{}.pooling_type {code} is unknown", spec.name)))?,
+            Some(code) => Pooling::from_gguf(code).ok_or_else(|| {
+                LoadError::Invalid(format!("{}.pooling_type {code} is unknown", spec.name))
+            })?,
         };
         let config = Config {
             n_layer: l.usize("block_count")?,
@@ -113,7 +132,10 @@ impl Llama {
             pooling,
         };
         let (d, ff, hd) = (config.n_embd, config.n_ff, config.head_dim);
-        let (qd, kvd) = (checked(n_head, hd, "head_count × head size")?, checked(n_head_kv, hd, "KV width")?);
+        let (qd, kvd) = (
+            checked(n_head, hd, "head_count × head size")?,
+            checked(n_head_kv, hd, "KV width")?,
+        );
         l.tensor(&embd_name, &[d, config.n_vocab])?;
         let rope_freqs = l.optional_vector(&format!("{}.weight", names.rope_freqs), n_rot / 2)?;
 
@@ -127,9 +149,11 @@ impl Llama {
         };
         let mut layers = Vec::with_capacity(config.n_layer.min(1024));
         for i in 0..config.n_layer {
-            let t = |name: &str, shape: &[usize]| l.tensor(&format!("blk.{i}.{name}.weight"), shape);
+            let t =
+                |name: &str, shape: &[usize]| l.tensor(&format!("blk.{i}.{name}.weight"), shape);
             let w = |name: &str, len: usize| l.vector(&format!("blk.{i}.{name}.weight"), len);
-            let bias = |name: &str, len: usize| pick(spec.qkv_bias, format!("blk.{i}.{name}.bias"), len);
+            let bias =
+                |name: &str, len: usize| pick(spec.qkv_bias, format!("blk.{i}.{name}.bias"), len);
             let norm = |name: &str| pick(spec.qk_norm, format!("blk.{i}.{name}.weight"), hd);
             layers.push(Layer {
                 attn_norm: w(names.attn_norm, d)?,
@@ -167,10 +191,16 @@ fn rope_freq_scale(l: &Loader) -> Result<f32, LoadError> {
     let factor = match l.file.header.get_str(&key("rope.scaling.type")) {
         None | Some("none") => l.f32_or("rope.scale_linear", 1.0),
         Some("linear") => l.f32_or("rope.scaling.factor", 1.0),
-        Some(other) => return Err(LoadError::Invalid(format!("rope scaling {other:?} is not supported"))),
+        Some(other) => {
+            return Err(LoadError::Invalid(format!(
+                "rope scaling {other:?} is not supported"
+            )))
+        }
     };
     if !(factor.is_finite() && factor > 0.0) {
-        return Err(LoadError::Invalid(format!("rope scaling factor {factor} is not positive")));
+        return Err(LoadError::Invalid(format!(
+            "rope scaling factor {factor} is not positive"
+        )));
     }
     Ok(1.0 / factor)
 }
@@ -220,7 +250,11 @@ impl Architecture for Llama {
             freq_factors: self.rope_freqs.as_deref(),
         };
 
-        let shape = AttnShape { n_head: c.n_head, n_head_kv: c.n_head_kv, head_dim: hd };
+        let shape = AttnShape {
+            n_head: c.n_head,
+            n_head_kv: c.n_head_kv,
+            head_dim: hd,
+        };
         let mut h = vec![0.0; n * d];
         let (mut q, mut k, mut v) = (vec![0.0; n * qd], vec![0.0; n * kvd], vec![0.0; n * kvd]);
         let (mut attn, mut proj) = (vec![0.0; n * qd], vec![0.0; n * d]);

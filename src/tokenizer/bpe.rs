@@ -19,7 +19,8 @@ pub(crate) const TOKEN_TYPE_USER_DEFINED: i64 = 4;
 /// GPT-2's map from a byte to the character that stands for it in the vocabulary: printable
 /// Latin-1 bytes stand for themselves, the other 68 are moved to U+0100 onwards, in byte order.
 pub fn byte_to_char() -> [char; 256] {
-    let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+    let printable =
+        |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
     let mut map = ['\0'; 256];
     let mut next = 256u32;
     for b in 0..256u32 {
@@ -53,7 +54,15 @@ struct PreTokenizer {
 /// Regexes and flags for a `tokenizer.ggml.pre` name.
 fn pre_tokenizer_spec(pre: &str) -> Option<(&'static [&'static str], bool)> {
     Some(match pre {
-        "default" => (&[r"[\p{P}\$\+<=>\^~\|`]+", GPT2, r"\p{N}+", r"[0-9][0-9][0-9]"], false),
+        "default" => (
+            &[
+                r"[\p{P}\$\+<=>\^~\|`]+",
+                GPT2,
+                r"\p{N}+",
+                r"[0-9][0-9][0-9]",
+            ],
+            false,
+        ),
         "gpt2" | "gpt-2" | "phi-2" | "mpt" | "olmo" | "jina-es" | "jina-de" => (&[GPT2], false),
         // StarCoder-style: every digit alone, then GPT-2's split.
         "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva-7b" => {
@@ -67,13 +76,20 @@ fn pre_tokenizer_spec(pre: &str) -> Option<(&'static [&'static str], bool)> {
 
 impl PreTokenizer {
     fn new(pre: &str) -> Result<PreTokenizer, TokenizerError> {
-        let (exprs, ignore_merges) = pre_tokenizer_spec(pre)
-            .ok_or_else(|| TokenizerError::Unsupported(format!("gpt2 with pre-tokenizer {pre:?}")))?;
+        let (exprs, ignore_merges) = pre_tokenizer_spec(pre).ok_or_else(|| {
+            TokenizerError::Unsupported(format!("gpt2 with pre-tokenizer {pre:?}"))
+        })?;
         let regexes = exprs
             .iter()
-            .map(|e| Regex::new(e).map_err(|err| TokenizerError::Invalid(format!("pre-tokenizer regex: {err}"))))
+            .map(|e| {
+                Regex::new(e)
+                    .map_err(|err| TokenizerError::Invalid(format!("pre-tokenizer regex: {err}")))
+            })
             .collect::<Result<_, _>>()?;
-        Ok(PreTokenizer { regexes, ignore_merges })
+        Ok(PreTokenizer {
+            regexes,
+            ignore_merges,
+        })
     }
 
     /// Splits `text` into words: each regex splits every piece so far into its matches and the
@@ -108,7 +124,10 @@ impl PreTokenizer {
 
 /// Cuts the user-defined tokens out of `text`: `Ok(id)` for such a token, `Err(text)` for the
 /// plain text between them. Longer tokens are cut first.
-pub(crate) fn split_user_defined<'t>(text: &'t str, user: &[(String, u32)]) -> Vec<Result<u32, &'t str>> {
+pub(crate) fn split_user_defined<'t>(
+    text: &'t str,
+    user: &[(String, u32)],
+) -> Vec<Result<u32, &'t str>> {
     let mut parts: Vec<Result<u32, &'t str>> = vec![Err(text)];
     for (tok, id) in user {
         let mut next = Vec::with_capacity(parts.len());
@@ -157,12 +176,16 @@ pub(crate) fn special_ends(
 ) -> Result<(Vec<u32>, Vec<u32>), TokenizerError> {
     let bos = super::token_id(g, "tokenizer.ggml.bos_token_id", vocab_len)?;
     let eos = super::token_id(g, "tokenizer.ggml.eos_token_id", vocab_len)?;
-    let add_bos = g.get_bool("tokenizer.ggml.add_bos_token").unwrap_or(default_bos);
+    let add_bos = g
+        .get_bool("tokenizer.ggml.add_bos_token")
+        .unwrap_or(default_bos);
     let add_eos = g.get_bool("tokenizer.ggml.add_eos_token").unwrap_or(false);
     let pick = |add: bool, id: Option<u32>, what: &str| match (add, id) {
         (false, _) => Ok(vec![]),
         (true, Some(id)) => Ok(vec![id]),
-        (true, None) => Err(TokenizerError::Invalid(format!("add_{what}_token is set but {what}_token_id is missing"))),
+        (true, None) => Err(TokenizerError::Invalid(format!(
+            "add_{what}_token is set but {what}_token_id is missing"
+        ))),
     };
     Ok((pick(add_bos, bos, "bos")?, pick(add_eos, eos, "eos")?))
 }
@@ -184,12 +207,19 @@ pub struct BytePairEncoding {
 impl BytePairEncoding {
     pub fn from_gguf(g: &Gguf) -> Result<BytePairEncoding, TokenizerError> {
         let vocab = super::vocab(g)?;
-        let ids: HashMap<String, u32> = vocab.iter().enumerate().map(|(i, s)| (s.clone(), i as u32)).collect();
-        let merge_list =
-            g.get_array("tokenizer.ggml.merges").ok_or(TokenizerError::Missing("tokenizer.ggml.merges"))?;
+        let ids: HashMap<String, u32> = vocab
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), i as u32))
+            .collect();
+        let merge_list = g
+            .get_array("tokenizer.ggml.merges")
+            .ok_or(TokenizerError::Missing("tokenizer.ggml.merges"))?;
         let mut merges = HashMap::with_capacity(merge_list.len());
         for (rank, m) in merge_list.iter().enumerate() {
-            let m = m.as_str().ok_or(TokenizerError::Invalid("tokenizer.ggml.merges holds a non-string".into()))?;
+            let m = m.as_str().ok_or(TokenizerError::Invalid(
+                "tokenizer.ggml.merges holds a non-string".into(),
+            ))?;
             // The separator is the first space after the first character (a merge's left part
             // is never empty).
             let first_len = m.chars().next().map_or(0, char::len_utf8);
@@ -198,7 +228,9 @@ impl BytePairEncoding {
             };
             let (a, b) = (&m[..sp], &m[sp + 1..]);
             // A merge whose parts or result are not tokens can never fire on token symbols.
-            if let (Some(&ia), Some(&ib), Some(&iab)) = (ids.get(a), ids.get(b), ids.get(&format!("{a}{b}"))) {
+            if let (Some(&ia), Some(&ib), Some(&iab)) =
+                (ids.get(a), ids.get(b), ids.get(&format!("{a}{b}")))
+            {
                 merges.entry((ia, ib)).or_insert((rank as u32, iab));
             }
         }
@@ -208,7 +240,10 @@ impl BytePairEncoding {
             *id = ids.get(c.encode_utf8(&mut [0; 4]) as &str).copied();
         }
         let pre = PreTokenizer::new(g.get_str("tokenizer.ggml.pre").unwrap_or("default"))?;
-        let default_bos = matches!(g.get_str("tokenizer.ggml.pre"), Some("llama3" | "llama-v3" | "llama-bpe"));
+        let default_bos = matches!(
+            g.get_str("tokenizer.ggml.pre"),
+            Some("llama3" | "llama-v3" | "llama-bpe")
+        );
         let (prefix, suffix) = special_ends(g, vocab.len(), default_bos)?;
         Ok(BytePairEncoding {
             vocab_len: vocab.len(),
@@ -234,7 +269,10 @@ impl BytePairEncoding {
         }
         // One symbol per byte; a byte whose character is missing from the vocabulary is dropped
         // (as llama.cpp does), since no token can stand for it.
-        let mut sym: Vec<u32> = word.bytes().filter_map(|b| self.byte_ids[b as usize]).collect();
+        let mut sym: Vec<u32> = word
+            .bytes()
+            .filter_map(|b| self.byte_ids[b as usize])
+            .collect();
         const DEAD: u32 = u32::MAX;
         let n = sym.len();
         let mut next: Vec<usize> = (1..=n).collect();
@@ -310,7 +348,10 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for (b, c) in m.iter().enumerate() {
             assert!(seen.insert(*c), "byte {b} shares a character");
-            assert!(!c.is_whitespace() && !c.is_control(), "byte {b} maps to {c:?}");
+            assert!(
+                !c.is_whitespace() && !c.is_control(),
+                "byte {b} maps to {c:?}"
+            );
         }
         assert_eq!(m[b'A' as usize], 'A');
         assert_eq!(m[b' ' as usize], 'Ġ');
@@ -319,12 +360,20 @@ mod tests {
     }
 
     fn words(pre: &str, text: &str) -> Vec<String> {
-        PreTokenizer::new(pre).unwrap().split(text).into_iter().map(str::to_string).collect()
+        PreTokenizer::new(pre)
+            .unwrap()
+            .split(text)
+            .into_iter()
+            .map(str::to_string)
+            .collect()
     }
 
     #[test]
     fn gpt2_split_keeps_one_space_with_the_next_word() {
-        assert_eq!(words("gpt2", "Hello  world's 42!"), ["Hello", " ", " world", "'s", " 42", "!"]);
+        assert_eq!(
+            words("gpt2", "Hello  world's 42!"),
+            ["Hello", " ", " world", "'s", " 42", "!"]
+        );
         assert_eq!(words("gpt2", "a \n b  "), ["a", " \n", " b", "  "]);
     }
 
@@ -335,7 +384,10 @@ mod tests {
 
     #[test]
     fn llama3_split_groups_digits_by_three() {
-        assert_eq!(words("llama3", "12345 I'M ok\n\n"), ["123", "45", " I", "'M", " ok", "\n\n"]);
+        assert_eq!(
+            words("llama3", "12345 I'M ok\n\n"),
+            ["123", "45", " I", "'M", " ok", "\n\n"]
+        );
         assert_eq!(words("qwen2", "x 123"), ["x", " ", "1", "2", "3"]);
     }
 
@@ -348,6 +400,9 @@ mod tests {
 
     #[test]
     fn unknown_pre_tokenizer_is_an_error() {
-        assert!(matches!(PreTokenizer::new("no-such"), Err(TokenizerError::Unsupported(_))));
+        assert!(matches!(
+            PreTokenizer::new("no-such"),
+            Err(TokenizerError::Unsupported(_))
+        ));
     }
 }

@@ -55,12 +55,22 @@ impl SentencePieceBpe {
                 .iter()
                 .map(|v| v.as_f64().map(|s| s as f32))
                 .collect::<Option<_>>()
-                .ok_or(TokenizerError::Invalid("tokenizer.ggml.scores holds a non-number".into()))?,
+                .ok_or(TokenizerError::Invalid(
+                    "tokenizer.ggml.scores holds a non-number".into(),
+                ))?,
             Some(a) => {
-                return Err(TokenizerError::Invalid(format!("{} scores for {} tokens", a.len(), vocab.len())));
+                return Err(TokenizerError::Invalid(format!(
+                    "{} scores for {} tokens",
+                    a.len(),
+                    vocab.len()
+                )));
             }
         };
-        let ids: HashMap<String, u32> = vocab.iter().enumerate().map(|(i, s)| (s.clone(), i as u32)).collect();
+        let ids: HashMap<String, u32> = vocab
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), i as u32))
+            .collect();
         let mut byte_ids = [None; 256];
         for (b, id) in byte_ids.iter_mut().enumerate() {
             *id = ids.get(&format!("<0x{b:02X}>")).copied();
@@ -68,7 +78,9 @@ impl SentencePieceBpe {
         let unk = super::token_id(g, "tokenizer.ggml.unknown_token_id", vocab.len())?;
         let (prefix, suffix) = special_ends(g, vocab.len(), true)?;
         Ok(SentencePieceBpe {
-            add_space_prefix: g.get_bool("tokenizer.ggml.add_space_prefix").unwrap_or(true),
+            add_space_prefix: g
+                .get_bool("tokenizer.ggml.add_space_prefix")
+                .unwrap_or(true),
             user: user_defined(g, &vocab),
             vocab,
             scores,
@@ -85,14 +97,24 @@ impl SentencePieceBpe {
         // Symbols are byte ranges of `text`, linked left to right; a merged-away symbol has len 0.
         let mut start: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
         let n = start.len();
-        let mut len: Vec<usize> = (0..n).map(|i| start.get(i + 1).copied().unwrap_or(text.len()) - start[i]).collect();
+        let mut len: Vec<usize> = (0..n)
+            .map(|i| start.get(i + 1).copied().unwrap_or(text.len()) - start[i])
+            .collect();
         let mut next: Vec<usize> = (1..=n).collect();
         let mut prev: Vec<usize> = (0..n).map(|i| i.wrapping_sub(1)).collect();
         let mut heap = BinaryHeap::new();
-        let try_pair = |heap: &mut BinaryHeap<Candidate>, start: &[usize], len: &[usize], l: usize, r: usize| {
+        let try_pair = |heap: &mut BinaryHeap<Candidate>,
+                        start: &[usize],
+                        len: &[usize],
+                        l: usize,
+                        r: usize| {
             let s = &text[start[l]..start[r] + len[r]];
             if let Some(&id) = self.ids.get(s) {
-                heap.push(Candidate { score: self.scores[id as usize], left: l, len: (len[l], len[r]) });
+                heap.push(Candidate {
+                    score: self.scores[id as usize],
+                    left: l,
+                    len: (len[l], len[r]),
+                });
             }
         };
         for i in 1..n {
