@@ -214,8 +214,9 @@ fn spm_merges_highest_score_first_with_dummy_prefix() {
         t.tokenize("hello é"),
         [id("▁hello"), id("▁"), id("<0xC3>"), id("<0xA9>")]
     );
-    // BOS by default for SentencePiece, no EOS.
+    // BOS by default for SentencePiece, no EOS; empty text is no tokens.
     assert_eq!(t.encode("hello"), [1, id("▁hello")]);
+    assert!(t.tokenize("").is_empty());
 }
 
 #[test]

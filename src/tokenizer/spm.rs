@@ -162,19 +162,26 @@ impl SentencePieceBpe {
 impl Tokenizer for SentencePieceBpe {
     fn tokenize(&self, text: &str) -> Vec<u32> {
         let mut out = Vec::new();
-        for (i, part) in split_user_defined(text, &self.user).into_iter().enumerate() {
+        // The dummy prefix goes before the start of the text and after every user-defined
+        // token, as SentencePiece sees each such run of text as a fresh start.
+        let mut after_token = true;
+        for part in split_user_defined(text, &self.user) {
             match part {
-                Ok(id) => out.push(id),
+                Ok(id) => {
+                    out.push(id);
+                    after_token = true;
+                }
+                Err(plain) if plain.is_empty() => {}
                 Err(plain) => {
                     let mut escaped = String::with_capacity(plain.len() + 3);
-                    // The dummy prefix goes only before the start of the whole text.
-                    if self.add_space_prefix && i == 0 {
+                    if self.add_space_prefix && after_token {
                         escaped.push('▁');
                     }
                     for c in plain.chars() {
                         escaped.push(if c == ' ' { '▁' } else { c });
                     }
                     self.encode_piece(&escaped, &mut out);
+                    after_token = false;
                 }
             }
         }
