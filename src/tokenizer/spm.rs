@@ -171,7 +171,7 @@ impl Tokenizer for SentencePieceBpe {
                     out.push(id);
                     after_token = true;
                 }
-                Err(plain) if plain.is_empty() => {}
+                Err("") => {}
                 Err(plain) => {
                     let mut escaped = String::with_capacity(plain.len() + 3);
                     if self.add_space_prefix && after_token {
