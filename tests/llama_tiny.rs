@@ -58,6 +58,38 @@ fn q8_0_decode(b: &[u8]) -> Vec<f32> {
         .collect()
 }
 
+/// Q4_0: `d: f16` then 16 bytes of nibbles; element j is the low nibble of byte j, element
+/// j + 16 the high nibble; x = d · (q − 8), with d = max / −8 (max: the value of largest magnitude).
+fn q4_0_encode(x: &[f32]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for block in x.chunks(32) {
+        let max = block
+            .iter()
+            .fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+        let d = f16::from_f32(max / -8.0);
+        let inv = if d.to_f32() == 0.0 {
+            0.0
+        } else {
+            1.0 / d.to_f32()
+        };
+        let q = |v: f32| ((v * inv + 8.5) as i32).clamp(0, 15) as u8;
+        out.extend_from_slice(&d.to_le_bytes());
+        out.extend((0..16).map(|j| q(block[j]) | (q(block[j + 16]) << 4)));
+    }
+    out
+}
+
+fn q4_0_decode(b: &[u8]) -> Vec<f32> {
+    b.chunks(18)
+        .flat_map(|blk| {
+            let d = f16::from_le_bytes([blk[0], blk[1]]).to_f32();
+            let lo = blk[2..].iter().map(move |&q| d * ((q & 0xF) as f32 - 8.0));
+            let hi = blk[2..].iter().map(move |&q| d * ((q >> 4) as f32 - 8.0));
+            lo.chain(hi).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------------------------------------
 // The tiny model: its hyper-parameters, its weights as f32 (what the reference reads), and the
 // GGUF bytes (what the library reads).
@@ -176,6 +208,13 @@ impl Draft {
         ));
         h.iter().map(|x| x.to_f32()).collect()
     }
+    fn q4_0(&mut self, name: &str, dims: &[usize], v: &[f32]) -> Vec<f32> {
+        let b = q4_0_encode(v);
+        let back = q4_0_decode(&b);
+        self.tensors
+            .push((name.into(), DType::Q4_0, dims.to_vec(), b));
+        back
+    }
     fn q8_0(&mut self, name: &str, dims: &[usize], v: &[f32]) -> Vec<f32> {
         let b = q8_0_encode(v);
         let back = q8_0_decode(&b);
@@ -196,7 +235,7 @@ impl Draft {
     }
 }
 
-/// Random weights for `s`, written as a mix of F32, F16 and Q8_0 so every path is exercised;
+/// Random weights for `s`, written as a mix of F32, F16, Q8_0 and Q4_0 so every path is exercised;
 /// the reference gets the values as they read back from those dtypes.
 fn make(s: Spec, seed: u64, skip: Option<&str>) -> (Vec<u8>, Weights) {
     make_with(s, seed, skip, vec![])
@@ -277,13 +316,14 @@ fn make_with(
             };
             let w = r.vec(n_in * n_out, gain / (n_in as f32).sqrt());
             let name = n(&format!("{t}.weight"));
-            let w = match (i + which) % 3 {
+            let w = match (i + which) % 4 {
                 0 => {
                     d.f32(&name, &[n_in, n_out], &w);
                     w
                 }
                 1 => d.f16(&name, &[n_in, n_out], &w),
-                _ => d.q8_0(&name, &[n_in, n_out], &w),
+                2 => d.q8_0(&name, &[n_in, n_out], &w),
+                _ => d.q4_0(&name, &[n_in, n_out], &w),
             };
             let b = bias.then(|| {
                 let b = r.vec(n_out, 0.1);
@@ -304,11 +344,11 @@ fn make_with(
         } else {
             (None, None)
         };
-        let o = lin(&mut d, &mut r, "attn_output", qd, e, false, 0);
+        let o = lin(&mut d, &mut r, "attn_output", qd, e, false, 3);
         let ffn_norm = norm(&mut d, &mut r, &n("ffn_norm.weight"), e);
         let gate = lin(&mut d, &mut r, "ffn_gate", e, s.n_ff, false, 1);
         let up = lin(&mut d, &mut r, "ffn_up", e, s.n_ff, false, 2);
-        let down = lin(&mut d, &mut r, "ffn_down", s.n_ff, e, false, 0);
+        let down = lin(&mut d, &mut r, "ffn_down", s.n_ff, e, false, 3);
         layers.push(LayerW {
             attn_norm,
             q,
