@@ -54,15 +54,14 @@ struct PreTokenizer {
 /// Regexes and flags for a `tokenizer.ggml.pre` name.
 fn pre_tokenizer_spec(pre: &str) -> Option<(&'static [&'static str], bool)> {
     Some(match pre {
+        // llama.cpp's fallback for an unnamed pre-tokenizer: punctuation runs, GPT-2, digit
+        // runs, then digit runs cut into threes.
         "default" => (
-            &[
-                r"[\p{P}\$\+<=>\^~\|`]+",
-                GPT2,
-                r"\p{N}+",
-                r"[0-9][0-9][0-9]",
-            ],
+            &[r"[\p{P}\$\+<=>\^~\|]+", GPT2, r"\p{N}+", r"[0-9][0-9][0-9]"],
             false,
         ),
+        // Falcon: as default, with backticks among the punctuation and no digit-run stage.
+        "falcon" => (&[r"[\p{P}\$\+<=>\^~\|`]+", GPT2, r"[0-9][0-9][0-9]"], false),
         "gpt2" | "gpt-2" | "phi-2" | "mpt" | "olmo" | "jina-es" | "jina-de" => (&[GPT2], false),
         // StarCoder-style: every digit alone, then GPT-2's split.
         "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva-7b" => {
@@ -396,6 +395,14 @@ mod tests {
         let user = vec![("<ab>".to_string(), 7), ("<a".to_string(), 8)];
         let got = split_user_defined("x<ab>y<az", &user);
         assert_eq!(got, vec![Err("x"), Ok(7), Err("y"), Ok(8), Err("z")]);
+    }
+
+    #[test]
+    fn default_split_runs_every_stage() {
+        assert_eq!(
+            words("default", "a,b 1234"),
+            ["a", ",", "b", " ", "123", "4"]
+        );
     }
 
     #[test]
