@@ -75,7 +75,9 @@ pub fn load(file: Arc<GgufFile>) -> Result<Box<dyn Architecture>, LoadError> {
     let arch = file.header.architecture().ok_or(LoadError::MissingKey("general.architecture".into()))?;
     match arch {
         "bert" => Ok(Box::new(bert::Bert::load(file)?)),
-        "llama" | "qwen2" | "qwen3" | "mistral" => Ok(Box::new(llama::Llama::load(file.clone(), arch)?)),
+        "llama" | "qwen2" | "qwen3" | "mistral" => {
+            Ok(Box::new(llama::Llama::load(file.clone(), arch)?))
+        }
         other => Err(LoadError::UnknownArchitecture(other.to_string())),
     }
 }
