@@ -63,7 +63,10 @@ pub fn pool(hidden: &[f32], dim: usize, seqs: &[Range<usize>], pooling: Pooling)
 
 /// L2 norm.
 pub fn norm(v: &[f32]) -> f32 {
-    v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt() as f32
+    v.iter()
+        .map(|&x| (x as f64) * (x as f64))
+        .sum::<f64>()
+        .sqrt() as f32
 }
 
 /// `v / max(|v|, 1e-12)`, in place.
@@ -98,7 +101,9 @@ impl fmt::Display for EmbedError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EmbedError::TooLong => f.write_str("the input length exceeds the context length"),
-            EmbedError::NothingFits => f.write_str("input after truncation exceeds maximum context length"),
+            EmbedError::NothingFits => {
+                f.write_str("input after truncation exceeds maximum context length")
+            }
             EmbedError::NotFinite => f.write_str("embedding contains NaN or Inf values"),
             EmbedError::Model(why) => f.write_str(why),
         }
@@ -141,8 +146,14 @@ mod tests {
         let hidden = [1.0, 2.0, 3.0, 4.0, 10.0, 20.0];
         let out = pool(&hidden, 2, &[0..2, 2..3], Pooling::Mean);
         assert_eq!(out, vec![vec![2.0, 3.0], vec![10.0, 20.0]]);
-        assert_eq!(pool(&hidden, 2, &[0..2], Pooling::Cls), vec![vec![1.0, 2.0]]);
-        assert_eq!(pool(&hidden, 2, &[0..3], Pooling::Last), vec![vec![10.0, 20.0]]);
+        assert_eq!(
+            pool(&hidden, 2, &[0..2], Pooling::Cls),
+            vec![vec![1.0, 2.0]]
+        );
+        assert_eq!(
+            pool(&hidden, 2, &[0..3], Pooling::Last),
+            vec![vec![10.0, 20.0]]
+        );
     }
 
     #[test]
@@ -159,12 +170,30 @@ mod tests {
     fn truncation_follows_ollama() {
         let (p, s) = ([101], [102]);
         let content = [1, 2, 3, 4, 5, 6];
-        assert_eq!(fit_to_context(&p, &content, &s, 3, true).unwrap(), vec![101, 1, 102]);
-        assert_eq!(fit_to_context(&p, &content, &s, 2, true).unwrap(), vec![101, 102]);
-        assert_eq!(fit_to_context(&p, &content, &s, 1, true), Err(EmbedError::NothingFits));
-        assert_eq!(fit_to_context(&p, &content, &s, 0, true), Err(EmbedError::NothingFits));
-        assert_eq!(fit_to_context(&p, &content, &s, 3, false), Err(EmbedError::TooLong));
+        assert_eq!(
+            fit_to_context(&p, &content, &s, 3, true).unwrap(),
+            vec![101, 1, 102]
+        );
+        assert_eq!(
+            fit_to_context(&p, &content, &s, 2, true).unwrap(),
+            vec![101, 102]
+        );
+        assert_eq!(
+            fit_to_context(&p, &content, &s, 1, true),
+            Err(EmbedError::NothingFits)
+        );
+        assert_eq!(
+            fit_to_context(&p, &content, &s, 0, true),
+            Err(EmbedError::NothingFits)
+        );
+        assert_eq!(
+            fit_to_context(&p, &content, &s, 3, false),
+            Err(EmbedError::TooLong)
+        );
         assert_eq!(fit_to_context(&p, &content, &s, 8, false).unwrap().len(), 8);
-        assert_eq!(fit_to_context(&[], &content, &[], 0, true), Err(EmbedError::NothingFits));
+        assert_eq!(
+            fit_to_context(&[], &content, &[], 0, true),
+            Err(EmbedError::NothingFits)
+        );
     }
 }

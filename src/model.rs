@@ -90,7 +90,13 @@ impl Model {
             pooling: arch.pooling(),
             file_size: file.len() as u64,
         };
-        Ok(Model { file, info, arch, tokenizer, backend })
+        Ok(Model {
+            file,
+            info,
+            arch,
+            tokenizer,
+            backend,
+        })
     }
 
     pub fn backend(&self) -> &dyn Backend {
@@ -103,10 +109,23 @@ impl Model {
     }
 
     /// Token ids of `text` fitted to the context: the model's length, lowered by `num_ctx`.
-    pub fn prepare(&self, text: &str, num_ctx: Option<usize>, truncate: bool) -> Result<Vec<u32>, EmbedError> {
-        let limit = num_ctx.map_or(self.info.context_length, |n| n.min(self.info.context_length));
+    pub fn prepare(
+        &self,
+        text: &str,
+        num_ctx: Option<usize>,
+        truncate: bool,
+    ) -> Result<Vec<u32>, EmbedError> {
+        let limit = num_ctx.map_or(self.info.context_length, |n| {
+            n.min(self.info.context_length)
+        });
         let content = self.tokenizer.tokenize(text);
-        embed::fit_to_context(self.tokenizer.prefix(), &content, self.tokenizer.suffix(), limit, truncate)
+        embed::fit_to_context(
+            self.tokenizer.prefix(),
+            &content,
+            self.tokenizer.suffix(),
+            limit,
+            truncate,
+        )
     }
 
     /// Pooled, unnormalised vectors of already-tokenised sequences, in order. All sequences run
@@ -128,12 +147,28 @@ impl Model {
                 return Err(EmbedError::TooLong);
             }
             if let Some(&bad) = s.iter().find(|&&t| t as usize >= vocab) {
-                return Err(EmbedError::Model(format!("token id {bad} is outside the vocabulary")));
+                return Err(EmbedError::Model(format!(
+                    "token id {bad} is outside the vocabulary"
+                )));
             }
         }
         let batch = Batch::new(seqs);
+<<<<<<< HEAD
         let hidden = if batch.tokens.is_empty() { Vec::new() } else { self.arch.forward(&*self.backend, &batch) };
         let vectors = embed::pool(&hidden, self.arch.hidden_size(), &batch.seqs, pooling);
+=======
+        let hidden = if batch.tokens.is_empty() {
+            Vec::new()
+        } else {
+            self.arch.forward(&*self.backend, &batch)
+        };
+        let vectors = embed::pool(
+            &hidden,
+            self.arch.hidden_size(),
+            &batch.seqs,
+            self.arch.pooling(),
+        );
+>>>>>>> main
         if vectors.iter().flatten().any(|v| !v.is_finite()) {
             return Err(EmbedError::NotFinite);
         }
@@ -142,7 +177,10 @@ impl Model {
 
     /// Normalised embeddings of `texts`, truncated to the context.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let seqs = texts.iter().map(|t| self.prepare(t, None, true)).collect::<Result<Vec<_>, _>>()?;
+        let seqs = texts
+            .iter()
+            .map(|t| self.prepare(t, None, true))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut out = self.embed_tokens(&seqs)?;
         out.iter_mut().for_each(|v| embed::normalize(v));
         Ok(out)
@@ -170,5 +208,27 @@ pub fn file_type_name(code: Option<u64>) -> &'static str {
         Some(18) => "Q6_K",
         Some(32) => "BF16",
         _ => "unknown",
+    }
+}
+
+/// A count the way Ollama's `format.HumanNumber` writes it (`parameter_size`): `22.57M`,
+/// `137M`, `7.2B`, `110K`. Whole millions and billions drop the decimals; otherwise millions
+/// keep two and billions one.
+pub fn human_number(n: u64) -> String {
+    const THOUSAND: u64 = 1_000;
+    const MILLION: u64 = 1_000_000;
+    const BILLION: u64 = 1_000_000_000;
+    let scaled = |unit: u64, decimals: usize, suffix: &str| {
+        if n.is_multiple_of(unit) {
+            format!("{}{suffix}", n / unit)
+        } else {
+            format!("{:.*}{suffix}", decimals, n as f64 / unit as f64)
+        }
+    };
+    match n {
+        _ if n >= BILLION => scaled(BILLION, 1, "B"),
+        _ if n >= MILLION => scaled(MILLION, 2, "M"),
+        _ if n >= THOUSAND => format!("{:.0}K", n as f64 / THOUSAND as f64),
+        _ => n.to_string(),
     }
 }

@@ -66,7 +66,9 @@ impl DType {
     }
 
     pub fn from_name(name: &str) -> Option<DType> {
-        DType::ALL.into_iter().find(|d| d.name().eq_ignore_ascii_case(name))
+        DType::ALL
+            .into_iter()
+            .find(|d| d.name().eq_ignore_ascii_case(name))
     }
 
     /// (elements per block, bytes per block).
@@ -166,7 +168,11 @@ impl<'a> TensorView<'a> {
 /// validated tensor views, so a mismatch is a bug, not bad input.
 pub fn dequantize(dtype: DType, bytes: &[u8], out: &mut [f32]) {
     let (elems, bsize) = dtype.block();
-    assert_eq!(bytes.len() / bsize * elems, out.len(), "dequantize: size mismatch");
+    assert_eq!(
+        bytes.len() / bsize * elems,
+        out.len(),
+        "dequantize: size mismatch"
+    );
     assert_eq!(bytes.len() % bsize, 0, "dequantize: partial block");
     match dtype {
         DType::F32 => quant::f32_to_float(bytes, out),

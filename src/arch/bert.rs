@@ -54,11 +54,16 @@ pub struct Bert {
 
 impl Bert {
     pub fn load(file: Arc<GgufFile>) -> Result<Bert, LoadError> {
-        let l = Loader { file: &file, arch: "bert" };
+        let l = Loader {
+            file: &file,
+            arch: "bert",
+        };
         let n_embd = l.usize("embedding_length")?;
         let n_head = l.usize("attention.head_count")?;
         if n_head == 0 || n_embd % n_head != 0 {
-            return Err(LoadError::Invalid(format!("{n_head} heads do not divide width {n_embd}")));
+            return Err(LoadError::Invalid(format!(
+                "{n_head} heads do not divide width {n_embd}"
+            )));
         }
         let token_embd = file
             .header
@@ -73,19 +78,25 @@ impl Bert {
             n_ctx: l.usize("context_length")?,
             n_vocab: token_embd.shape[1],
             eps: l.f32_or("attention.layer_norm_epsilon", 1e-12),
-            pooling: Pooling::from_gguf(l.usize_or("pooling_type", 1) as u64).unwrap_or(Pooling::Mean),
+            pooling: Pooling::from_gguf(l.usize_or("pooling_type", 1) as u64)
+                .unwrap_or(Pooling::Mean),
         };
         let (d, ff) = (config.n_embd, config.n_ff);
         l.tensor("token_embd.weight", &[d, config.n_vocab])?;
         let position_embd = l.tensor("position_embd.weight", &[d, config.n_ctx])?;
-        let token_types = l.tensor("token_types.weight", &[d, 2]).or_else(|_| l.tensor("token_types.weight", &[d, 1]))?;
+        let token_types = l
+            .tensor("token_types.weight", &[d, 2])
+            .or_else(|_| l.tensor("token_types.weight", &[d, 1]))?;
         let mut token_type0 = vec![0.0; d];
         view(&file, &token_types).dequantize_row(0, &mut token_type0);
 
         let mut layers = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {
-            let t = |name: &str, shape: &[usize]| l.tensor(&format!("blk.{i}.{name}.weight"), shape);
-            let v = |name: &str, kind: &str, len: usize| l.vector(&format!("blk.{i}.{name}.{kind}"), len);
+            let t =
+                |name: &str, shape: &[usize]| l.tensor(&format!("blk.{i}.{name}.weight"), shape);
+            let v = |name: &str, kind: &str, len: usize| {
+                l.vector(&format!("blk.{i}.{name}.{kind}"), len)
+            };
             layers.push(Layer {
                 q: t("attn_q", &[d, d])?,
                 q_b: v("attn_q", "bias", d)?,
@@ -142,7 +153,10 @@ impl Architecture for Bert {
 
         // Embeddings: word + position (within its own sequence) + token type 0, then LayerNorm.
         let mut x = vec![0.0f32; n * d];
-        let (tok, pos) = (view(file, &self.token_embd), view(file, &self.position_embd));
+        let (tok, pos) = (
+            view(file, &self.token_embd),
+            view(file, &self.position_embd),
+        );
         let mut row = vec![0.0f32; d];
         for seq in &batch.seqs {
             for (p, t) in seq.clone().enumerate() {
@@ -156,7 +170,11 @@ impl Architecture for Bert {
         }
         be.layer_norm(&mut x, &self.embd_norm_w, &self.embd_norm_b, c.eps);
 
-        let shape = AttnShape { n_head: c.n_head, n_head_kv: c.n_head, head_dim: d / c.n_head };
+        let shape = AttnShape {
+            n_head: c.n_head,
+            n_head_kv: c.n_head,
+            head_dim: d / c.n_head,
+        };
         let (mut q, mut k, mut v) = (vec![0.0; n * d], vec![0.0; n * d], vec![0.0; n * d]);
         let (mut attn, mut proj) = (vec![0.0; n * d], vec![0.0; n * d]);
         let mut ff = vec![0.0; n * c.n_ff];

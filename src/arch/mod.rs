@@ -50,7 +50,11 @@ pub enum LoadError {
     UnknownArchitecture(String),
     MissingKey(String),
     MissingTensor(String),
-    BadShape { tensor: String, want: Vec<usize>, got: Vec<usize> },
+    BadShape {
+        tensor: String,
+        want: Vec<usize>,
+        got: Vec<usize>,
+    },
     Invalid(String),
 }
 
@@ -72,7 +76,10 @@ impl std::error::Error for LoadError {}
 
 /// Builds the architecture that `general.architecture` names.
 pub fn load(file: Arc<GgufFile>) -> Result<Box<dyn Architecture>, LoadError> {
-    let arch = file.header.architecture().ok_or(LoadError::MissingKey("general.architecture".into()))?;
+    let arch = file
+        .header
+        .architecture()
+        .ok_or(LoadError::MissingKey("general.architecture".into()))?;
     match arch {
         "bert" => Ok(Box::new(bert::Bert::load(file)?)),
         "llama" | "qwen2" | "qwen3" | "mistral" => {
@@ -92,24 +99,41 @@ impl<'a> Loader<'a> {
     /// `<arch>.<key>` as an integer.
     pub fn usize(&self, key: &str) -> Result<usize, LoadError> {
         let full = format!("{}.{key}", self.arch);
-        self.file.header.get_u64(&full).map(|v| v as usize).ok_or(LoadError::MissingKey(full))
+        self.file
+            .header
+            .get_u64(&full)
+            .map(|v| v as usize)
+            .ok_or(LoadError::MissingKey(full))
     }
 
     pub fn usize_or(&self, key: &str, default: usize) -> usize {
-        self.file.header.get_u64(&format!("{}.{key}", self.arch)).map_or(default, |v| v as usize)
+        self.file
+            .header
+            .get_u64(&format!("{}.{key}", self.arch))
+            .map_or(default, |v| v as usize)
     }
 
     pub fn f32_or(&self, key: &str, default: f32) -> f32 {
-        self.file.header.get_f64(&format!("{}.{key}", self.arch)).map_or(default, |v| v as f32)
+        self.file
+            .header
+            .get_f64(&format!("{}.{key}", self.arch))
+            .map_or(default, |v| v as f32)
     }
 
     pub fn bool_or(&self, key: &str, default: bool) -> bool {
-        self.file.header.get_bool(&format!("{}.{key}", self.arch)).unwrap_or(default)
+        self.file
+            .header
+            .get_bool(&format!("{}.{key}", self.arch))
+            .unwrap_or(default)
     }
 
     /// Tensor `name` with the given shape (GGML order).
     pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<TensorInfo, LoadError> {
-        let t = self.file.header.tensor_info(name).ok_or(LoadError::MissingTensor(name.into()))?;
+        let t = self
+            .file
+            .header
+            .tensor_info(name)
+            .ok_or(LoadError::MissingTensor(name.into()))?;
         if t.dims() != shape {
             return Err(LoadError::BadShape {
                 tensor: name.into(),
@@ -136,5 +160,10 @@ impl<'a> Loader<'a> {
 
 /// The bytes of tensor `t` in `file`.
 pub(crate) fn view<'a>(file: &'a GgufFile, t: &TensorInfo) -> TensorView<'a> {
-    TensorView { dtype: t.dtype, shape: t.shape, n_dims: t.n_dims, data: &file.bytes()[t.offset..t.offset + t.len] }
+    TensorView {
+        dtype: t.dtype,
+        shape: t.shape,
+        n_dims: t.n_dims,
+        data: &file.bytes()[t.offset..t.offset + t.len],
+    }
 }

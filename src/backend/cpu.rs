@@ -22,20 +22,22 @@ impl Backend for Cpu {
         // Baseline path: dequantise a panel of weight rows, then dot every input row with it.
         const PANEL: usize = 16;
         let mut yt = vec![0.0f32; n * m]; // n × m, transposed so each panel writes its own rows
-        yt.par_chunks_mut(PANEL * m).enumerate().for_each(|(p, out)| {
-            let rows = out.len() / m;
-            let mut wf = vec![0.0f32; rows * k];
-            for r in 0..rows {
-                w.dequantize_row(p * PANEL + r, &mut wf[r * k..(r + 1) * k]);
-            }
-            for r in 0..rows {
-                let wr = &wf[r * k..(r + 1) * k];
-                for i in 0..m {
-                    let xr = &x[i * k..(i + 1) * k];
-                    out[r * m + i] = xr.iter().zip(wr).map(|(a, b)| a * b).sum();
+        yt.par_chunks_mut(PANEL * m)
+            .enumerate()
+            .for_each(|(p, out)| {
+                let rows = out.len() / m;
+                let mut wf = vec![0.0f32; rows * k];
+                for r in 0..rows {
+                    w.dequantize_row(p * PANEL + r, &mut wf[r * k..(r + 1) * k]);
                 }
-            }
-        });
+                for r in 0..rows {
+                    let wr = &wf[r * k..(r + 1) * k];
+                    for i in 0..m {
+                        let xr = &x[i * k..(i + 1) * k];
+                        out[r * m + i] = xr.iter().zip(wr).map(|(a, b)| a * b).sum();
+                    }
+                }
+            });
         for i in 0..m {
             for j in 0..n {
                 y[i * n + j] = yt[j * m + i];
@@ -48,12 +50,14 @@ impl Backend for Cpu {
 
     fn layer_norm(&self, x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
         let dim = w.len();
-        x.par_chunks_mut(dim * 16).for_each(|c| ops::layer_norm(c, dim, w, b, eps));
+        x.par_chunks_mut(dim * 16)
+            .for_each(|c| ops::layer_norm(c, dim, w, b, eps));
     }
 
     fn rms_norm(&self, x: &mut [f32], w: &[f32], eps: f32) {
         let dim = w.len();
-        x.par_chunks_mut(dim * 16).for_each(|c| ops::rms_norm(c, dim, w, eps));
+        x.par_chunks_mut(dim * 16)
+            .for_each(|c| ops::rms_norm(c, dim, w, eps));
     }
 
     fn gelu(&self, x: &mut [f32]) {
@@ -61,7 +65,9 @@ impl Backend for Cpu {
     }
 
     fn silu_mul(&self, gate: &mut [f32], up: &[f32]) {
-        gate.par_chunks_mut(4096).zip(up.par_chunks(4096)).for_each(|(g, u)| ops::silu_mul(g, u));
+        gate.par_chunks_mut(4096)
+            .zip(up.par_chunks(4096))
+            .for_each(|(g, u)| ops::silu_mul(g, u));
     }
 
     fn attention(

@@ -1,6 +1,7 @@
 //! Tokenizers built from a GGUF file's `tokenizer.ggml.*` metadata, behind one trait.
 
 pub mod bpe;
+mod normalize;
 pub mod spm;
 mod wordpiece;
 
@@ -54,7 +55,9 @@ impl std::error::Error for TokenizerError {}
 
 /// Builds the tokenizer that `tokenizer.ggml.model` names.
 pub fn from_gguf(g: &Gguf) -> Result<Box<dyn Tokenizer>, TokenizerError> {
-    let model = g.get_str("tokenizer.ggml.model").ok_or(TokenizerError::Missing("tokenizer.ggml.model"))?;
+    let model = g
+        .get_str("tokenizer.ggml.model")
+        .ok_or(TokenizerError::Missing("tokenizer.ggml.model"))?;
     match model {
         "bert" => Ok(Box::new(WordPiece::from_gguf(g)?)),
         "gpt2" => Ok(Box::new(BytePairEncoding::from_gguf(g)?)),
@@ -65,20 +68,30 @@ pub fn from_gguf(g: &Gguf) -> Result<Box<dyn Tokenizer>, TokenizerError> {
 
 /// The token strings of `tokenizer.ggml.tokens`.
 pub(crate) fn vocab(g: &Gguf) -> Result<Vec<String>, TokenizerError> {
-    let arr = g.get_array("tokenizer.ggml.tokens").ok_or(TokenizerError::Missing("tokenizer.ggml.tokens"))?;
+    let arr = g
+        .get_array("tokenizer.ggml.tokens")
+        .ok_or(TokenizerError::Missing("tokenizer.ggml.tokens"))?;
     arr.iter()
         .map(|v| v.as_str().map(str::to_string))
         .collect::<Option<Vec<_>>>()
-        .ok_or(TokenizerError::Invalid("tokenizer.ggml.tokens holds a non-string".into()))
+        .ok_or(TokenizerError::Invalid(
+            "tokenizer.ggml.tokens holds a non-string".into(),
+        ))
 }
 
 /// An optional token id key such as `tokenizer.ggml.bos_token_id`, checked against the vocab.
-pub(crate) fn token_id(g: &Gguf, key: &'static str, vocab_len: usize) -> Result<Option<u32>, TokenizerError> {
+pub(crate) fn token_id(
+    g: &Gguf,
+    key: &'static str,
+    vocab_len: usize,
+) -> Result<Option<u32>, TokenizerError> {
     match g.get(key) {
         None => Ok(None),
         Some(v) => match v.as_u64() {
             Some(id) if (id as usize) < vocab_len => Ok(Some(id as u32)),
-            _ => Err(TokenizerError::Invalid(format!("{key} = {v} is not a token id"))),
+            _ => Err(TokenizerError::Invalid(format!(
+                "{key} = {v} is not a token id"
+            ))),
         },
     }
 }
