@@ -153,22 +153,12 @@ impl Model {
             }
         }
         let batch = Batch::new(seqs);
-<<<<<<< HEAD
-        let hidden = if batch.tokens.is_empty() { Vec::new() } else { self.arch.forward(&*self.backend, &batch) };
-        let vectors = embed::pool(&hidden, self.arch.hidden_size(), &batch.seqs, pooling);
-=======
         let hidden = if batch.tokens.is_empty() {
             Vec::new()
         } else {
             self.arch.forward(&*self.backend, &batch)
         };
-        let vectors = embed::pool(
-            &hidden,
-            self.arch.hidden_size(),
-            &batch.seqs,
-            self.arch.pooling(),
-        );
->>>>>>> main
+        let vectors = embed::pool(&hidden, self.arch.hidden_size(), &batch.seqs, pooling);
         if vectors.iter().flatten().any(|v| !v.is_finite()) {
             return Err(EmbedError::NotFinite);
         }
