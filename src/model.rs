@@ -131,6 +131,15 @@ impl Model {
     /// Pooled, unnormalised vectors of already-tokenised sequences, in order. All sequences run
     /// through one forward pass.
     pub fn embed_tokens<S: AsRef<[u32]>>(&self, seqs: &[S]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.embed_tokens_with(seqs, self.arch.pooling())
+    }
+
+    /// [`Model::embed_tokens`] with a pooling other than the model's own (tests, comparisons).
+    pub fn embed_tokens_with<S: AsRef<[u32]>>(
+        &self,
+        seqs: &[S],
+        pooling: Pooling,
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
         let vocab = self.arch.vocab_size();
         for s in seqs {
             let s = s.as_ref();
@@ -149,12 +158,7 @@ impl Model {
         } else {
             self.arch.forward(&*self.backend, &batch)
         };
-        let vectors = embed::pool(
-            &hidden,
-            self.arch.hidden_size(),
-            &batch.seqs,
-            self.arch.pooling(),
-        );
+        let vectors = embed::pool(&hidden, self.arch.hidden_size(), &batch.seqs, pooling);
         if vectors.iter().flatten().any(|v| !v.is_finite()) {
             return Err(EmbedError::NotFinite);
         }

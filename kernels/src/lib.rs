@@ -8,3 +8,4 @@ pub mod matmul;
 pub mod ops;
 pub mod ops_fast;
 pub mod quant;
+pub mod rope;

@@ -2,6 +2,8 @@
 //! against [`Backend`]. One file per architecture.
 
 pub mod bert;
+pub mod llama;
+pub mod llama_table;
 
 use crate::backend::Backend;
 use crate::embed::Pooling;
@@ -80,6 +82,9 @@ pub fn load(file: Arc<GgufFile>) -> Result<Box<dyn Architecture>, LoadError> {
         .ok_or(LoadError::MissingKey("general.architecture".into()))?;
     match arch {
         "bert" => Ok(Box::new(bert::Bert::load(file)?)),
+        "llama" | "qwen2" | "qwen3" | "mistral" => {
+            Ok(Box::new(llama::Llama::load(file.clone(), arch)?))
+        }
         other => Err(LoadError::UnknownArchitecture(other.to_string())),
     }
 }

@@ -1,8 +1,12 @@
 //! Tokenizers built from a GGUF file's `tokenizer.ggml.*` metadata, behind one trait.
 
+pub mod bpe;
 mod normalize;
+pub mod spm;
 mod wordpiece;
 
+pub use bpe::BytePairEncoding;
+pub use spm::SentencePieceBpe;
 pub use wordpiece::WordPiece;
 
 use crate::gguf::Gguf;
@@ -56,6 +60,8 @@ pub fn from_gguf(g: &Gguf) -> Result<Box<dyn Tokenizer>, TokenizerError> {
         .ok_or(TokenizerError::Missing("tokenizer.ggml.model"))?;
     match model {
         "bert" => Ok(Box::new(WordPiece::from_gguf(g)?)),
+        "gpt2" => Ok(Box::new(BytePairEncoding::from_gguf(g)?)),
+        "llama" => Ok(Box::new(SentencePieceBpe::from_gguf(g)?)),
         other => Err(TokenizerError::Unsupported(other.to_string())),
     }
 }
