@@ -308,11 +308,9 @@ fn serve_exits_zero_on_sigterm_after_finishing_requests() {
     assert!(status.success(), "{status:?}");
 }
 
-/// The real binary: `quiver serve` exits 0 on SIGTERM. Needs the CLI wiring in main.rs
-/// (the store developer's part); ignored until it lands.
+/// The real binary: `quiver serve` exits 0 on SIGTERM.
 #[cfg(unix)]
 #[test]
-#[ignore = "needs `quiver serve` wired in src/main.rs"]
 fn quiver_serve_binary_exits_zero_on_sigterm() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -120,13 +120,6 @@ impl<'a> Loader<'a> {
             .map_or(default, |v| v as f32)
     }
 
-    pub fn bool_or(&self, key: &str, default: bool) -> bool {
-        self.file
-            .header
-            .get_bool(&format!("{}.{key}", self.arch))
-            .unwrap_or(default)
-    }
-
     /// Tensor `name` with the given shape (GGML order).
     pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<TensorInfo, LoadError> {
         let t = self

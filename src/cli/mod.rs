@@ -72,8 +72,9 @@ pub fn run(args: Vec<String>, bundled: Option<&'static [u8]>) -> CliResult {
 /// `quiver serve`. The HTTP server is built on its own branch; the lead wires
 /// `crate::server::serve(ServerConfig::from_env()?, Arc::new(store))` in here at merge.
 fn serve(store: Store) -> CliResult {
-    let _ = store;
-    Err("the HTTP server is not built into this quiver yet".into())
+    let config = crate::server::ServerConfig::from_env()?;
+    crate::server::serve(config, std::sync::Arc::new(store))?;
+    Ok(())
 }
 
 /// A model given on the command line: a path when it ends in `.gguf`, otherwise a name in the

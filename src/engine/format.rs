@@ -1,32 +1,7 @@
-//! How Ollama writes numbers and times: `parameter_size` ("22.57M") and RFC 3339 timestamps
+//! How Ollama writes times: RFC 3339 timestamps
 //! with the local UTC offset and trimmed nanoseconds (Go's `time.RFC3339Nano`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Ollama's `format.HumanNumber`: whole numbers without decimals, otherwise two decimals for
-/// millions and one for billions; thousands rounded.
-pub fn human_number(n: u64) -> String {
-    const THOUSAND: u64 = 1_000;
-    const MILLION: u64 = 1_000_000;
-    const BILLION: u64 = 1_000_000_000;
-    let scaled = |div: u64, decimals: usize, suffix: &str| {
-        let v = n as f64 / div as f64;
-        if v == v.floor() {
-            format!("{v:.0}{suffix}")
-        } else {
-            format!("{v:.decimals$}{suffix}")
-        }
-    };
-    if n >= BILLION {
-        scaled(BILLION, 1, "B")
-    } else if n >= MILLION {
-        scaled(MILLION, 2, "M")
-    } else if n >= THOUSAND {
-        format!("{:.0}K", n as f64 / THOUSAND as f64)
-    } else {
-        n.to_string()
-    }
-}
 
 /// The local UTC offset in seconds at `unix_secs` (0 where the platform cannot say).
 fn local_offset_secs(unix_secs: i64) -> i64 {
@@ -107,17 +82,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn human_numbers_like_ollama() {
-        assert_eq!(human_number(22_565_376), "22.57M");
-        assert_eq!(human_number(137_000_000), "137M");
-        assert_eq!(human_number(136_727_040), "136.73M");
-        assert_eq!(human_number(7_241_732_096), "7.2B");
-        assert_eq!(human_number(8_000_000_000), "8B");
-        assert_eq!(human_number(1_500), "2K");
-        assert_eq!(human_number(999), "999");
-    }
 
     #[test]
     fn rfc3339_forms() {

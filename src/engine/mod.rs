@@ -104,7 +104,7 @@ impl Details {
             format: "gguf".into(),
             families: vec![family.clone()],
             family,
-            parameter_size: format::human_number(params),
+            parameter_size: crate::model::human_number(params),
             quantization_level: file_type_name(h.get_u64("general.file_type")).into(),
         }
     }
@@ -119,6 +119,8 @@ pub struct PsEntry {
     pub details: Details,
     pub expires_at: SystemTime,
     pub context_length: usize,
+    /// Bytes of the model held in GPU memory.
+    pub size_vram: u64,
 }
 
 struct Life {
@@ -178,9 +180,13 @@ struct State {
     stopping: bool,
 }
 
+/// Makes the backend for one model load. Each load gets its own, so that device memory (GPU
+/// weights) is freed when that model is unloaded.
+pub type BackendFactory = Arc<dyn Fn() -> Arc<dyn Backend> + Send + Sync>;
+
 pub struct Engine {
     store: Arc<Store>,
-    backend: Arc<dyn Backend>,
+    backend: BackendFactory,
     cfg: EngineConfig,
     state: Mutex<State>,
     /// Wakes the reaper when an expiry changes.
@@ -229,7 +235,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Engine {
-    pub fn new(store: Arc<Store>, backend: Arc<dyn Backend>, cfg: EngineConfig) -> Arc<Engine> {
+    pub fn new(store: Arc<Store>, backend: BackendFactory, cfg: EngineConfig) -> Arc<Engine> {
         let engine = Arc::new(Engine {
             store,
             backend,
@@ -372,7 +378,7 @@ impl Engine {
             GgufError::Io(e) => EngineError::Io(e),
             e => cannot(e.to_string()),
         })?;
-        let backend = self.backend.clone();
+        let backend = (self.backend)();
         let model = catch_unwind(AssertUnwindSafe(|| Model::load(file, backend)))
             .map_err(|_| cannot("internal error while loading the model".into()))?
             .map_err(|e: ModelError| cannot(e.to_string()))?;
@@ -443,6 +449,7 @@ impl Engine {
                     details: l.details.clone(),
                     expires_at: l.life().expires_at,
                     context_length: l.model.info.context_length,
+                    size_vram: l.model.backend().vram_bytes(),
                 }),
                 Slot::Loading(_) => None,
             })

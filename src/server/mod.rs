@@ -12,7 +12,7 @@ pub mod error;
 pub mod http;
 pub mod routes;
 
-use crate::backend::cpu::Cpu;
+use crate::backend::gpu::select_backend;
 use crate::engine::{Engine, EngineConfig, KeepAlive};
 use crate::store::Store;
 use http::HttpError;
@@ -285,7 +285,14 @@ fn start_inner(
         token_budget: config.batch_tokens.max(1),
         ..EngineConfig::default()
     };
-    let engine = Engine::new(store, Arc::new(Cpu), engine_cfg);
+    // The backend is chosen per model load (QUIVER_BACKEND=cpu|gpu|auto); say once at start-up
+    // which one serves, and why.
+    let (_, backend_line) = select_backend();
+    if log {
+        eprintln!("{backend_line}");
+    }
+    let factory: crate::engine::BackendFactory = Arc::new(|| select_backend().0);
+    let engine = Engine::new(store, factory, engine_cfg);
     let shared = Arc::new(Shared {
         ctx: routes::Ctx {
             engine,

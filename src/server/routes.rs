@@ -273,7 +273,7 @@ fn ps_handler(ctx: &Ctx) -> Response {
                 "digest": m.digest,
                 "details": m.details,
                 "expires_at": format::rfc3339_local(m.expires_at),
-                "size_vram": 0,
+                "size_vram": m.size_vram,
                 "context_length": m.context_length,
             })
         })
