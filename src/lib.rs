@@ -5,6 +5,7 @@
 
 pub mod arch;
 pub mod backend;
+pub mod bench;
 pub mod embed;
 pub mod engine;
 pub mod gguf;
