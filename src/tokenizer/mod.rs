@@ -1,5 +1,6 @@
 //! Tokenizers built from a GGUF file's `tokenizer.ggml.*` metadata, behind one trait.
 
+mod normalize;
 mod wordpiece;
 
 pub use wordpiece::WordPiece;
