@@ -196,3 +196,25 @@ pub fn file_type_name(code: Option<u64>) -> &'static str {
         _ => "unknown",
     }
 }
+
+/// A count the way Ollama's `format.HumanNumber` writes it (`parameter_size`): `22.57M`,
+/// `137M`, `7.2B`, `110K`. Whole millions and billions drop the decimals; otherwise millions
+/// keep two and billions one.
+pub fn human_number(n: u64) -> String {
+    const THOUSAND: u64 = 1_000;
+    const MILLION: u64 = 1_000_000;
+    const BILLION: u64 = 1_000_000_000;
+    let scaled = |unit: u64, decimals: usize, suffix: &str| {
+        if n % unit == 0 {
+            format!("{}{suffix}", n / unit)
+        } else {
+            format!("{:.*}{suffix}", decimals, n as f64 / unit as f64)
+        }
+    };
+    match n {
+        _ if n >= BILLION => scaled(BILLION, 1, "B"),
+        _ if n >= MILLION => scaled(MILLION, 2, "M"),
+        _ if n >= THOUSAND => format!("{:.0}K", n as f64 / THOUSAND as f64),
+        _ => n.to_string(),
+    }
+}
