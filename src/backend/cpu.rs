@@ -2,9 +2,29 @@
 
 use super::{AttnShape, Backend};
 use crate::tensor::TensorView;
-use quiver_kernels::{attention, ops};
+use crate::tensor::DType;
+use quiver_kernels::matmul::{self, FloatFormat, Isa, WeightFormat, Weights};
+use quiver_kernels::{attention_fast, ops, ops_fast};
 use rayon::prelude::*;
+use std::cell::RefCell;
 use std::ops::Range;
+
+thread_local! {
+    /// f32 copy of a weight whose dtype has no kernel (reused between calls on this thread).
+    static DEQUANTISED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The kernel format for a GGML dtype, or None where `linear` dequantises first.
+fn weight_format(dtype: DType) -> Option<WeightFormat> {
+    match dtype {
+        DType::F32 => Some(WeightFormat::Float(FloatFormat::F32)),
+        DType::F16 => Some(WeightFormat::Float(FloatFormat::F16)),
+        DType::BF16 => Some(WeightFormat::Float(FloatFormat::BF16)),
+        DType::Q8_0 => Some(WeightFormat::Q8_0),
+        DType::Q4_0 => Some(WeightFormat::Q4_0),
+        _ => None,
+    }
+}
 
 #[derive(Default)]
 pub struct Cpu;
@@ -19,29 +39,18 @@ impl Backend for Cpu {
         let n = w.n_rows();
         assert_eq!(x.len(), m * k, "linear: input is not m×k");
         assert_eq!(y.len(), m * n, "linear: output is not m×n");
-        // Baseline path: dequantise a panel of weight rows, then dot every input row with it.
-        const PANEL: usize = 16;
-        let mut yt = vec![0.0f32; n * m]; // n × m, transposed so each panel writes its own rows
-        yt.par_chunks_mut(PANEL * m)
-            .enumerate()
-            .for_each(|(p, out)| {
-                let rows = out.len() / m;
-                let mut wf = vec![0.0f32; rows * k];
-                for r in 0..rows {
-                    w.dequantize_row(p * PANEL + r, &mut wf[r * k..(r + 1) * k]);
-                }
-                for r in 0..rows {
-                    let wr = &wf[r * k..(r + 1) * k];
-                    for i in 0..m {
-                        let xr = &x[i * k..(i + 1) * k];
-                        out[r * m + i] = xr.iter().zip(wr).map(|(a, b)| a * b).sum();
-                    }
-                }
-            });
-        for i in 0..m {
-            for j in 0..n {
-                y[i * n + j] = yt[j * m + i];
-            }
+        match weight_format(w.dtype) {
+            Some(format) => matmul::matmul(x, m, &Weights { format, data: w.data, n, k }, y),
+            None => DEQUANTISED.with(|cell| {
+                // Formats without a kernel of their own: dequantise once into a reused buffer,
+                // then take the f32 path.
+                let mut wf = std::mem::take(&mut *cell.borrow_mut());
+                wf.resize(n * k, 0.0);
+                crate::tensor::dequantize(w.dtype, w.data, &mut wf);
+                let data: &[u8] = bytemuck::cast_slice(&wf);
+                matmul::matmul(x, m, &Weights { format: WeightFormat::Float(FloatFormat::F32), data, n, k }, y);
+                *cell.borrow_mut() = wf;
+            }),
         }
         if let Some(b) = bias {
             ops::add_bias(y, b);
@@ -50,24 +59,22 @@ impl Backend for Cpu {
 
     fn layer_norm(&self, x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
         let dim = w.len();
-        x.par_chunks_mut(dim * 16)
-            .for_each(|c| ops::layer_norm(c, dim, w, b, eps));
+        let isa = Isa::detect();
+        x.par_chunks_mut(dim * 64).for_each(|c| ops_fast::layer_norm(isa, c, dim, w, b, eps));
     }
 
     fn rms_norm(&self, x: &mut [f32], w: &[f32], eps: f32) {
         let dim = w.len();
-        x.par_chunks_mut(dim * 16)
-            .for_each(|c| ops::rms_norm(c, dim, w, eps));
+        x.par_chunks_mut(dim * 16).for_each(|c| ops::rms_norm(c, dim, w, eps));
     }
 
     fn gelu(&self, x: &mut [f32]) {
-        x.par_chunks_mut(4096).for_each(ops::gelu);
+        let isa = Isa::detect();
+        x.par_chunks_mut(16384).for_each(|c| ops_fast::gelu(isa, c));
     }
 
     fn silu_mul(&self, gate: &mut [f32], up: &[f32]) {
-        gate.par_chunks_mut(4096)
-            .zip(up.par_chunks(4096))
-            .for_each(|(g, u)| ops::silu_mul(g, u));
+        gate.par_chunks_mut(4096).zip(up.par_chunks(4096)).for_each(|(g, u)| ops::silu_mul(g, u));
     }
 
     fn attention(
@@ -80,6 +87,6 @@ impl Backend for Cpu {
         causal: bool,
         out: &mut [f32],
     ) {
-        attention::attention(q, k, v, seqs, shape, causal, out);
+        attention_fast::attention(Isa::detect(), q, k, v, seqs, shape, causal, out);
     }
 }

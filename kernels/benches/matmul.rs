@@ -1,0 +1,69 @@
+//! Matmul throughput per weight format and shape, printed next to the machine's measured FMA
+//! peak. Criterion's "elem/s" is FLOP/s here (throughput = 2·m·k·n elements per iteration).
+//!
+//! cargo bench -p quiver-kernels --bench matmul -- --warm-up-time 1 --measurement-time 3
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use quiver_kernels::matmul::{self, peak, FloatFormat, Isa, WeightFormat, Weights};
+
+/// Random weight bytes of a format (values need not be meaningful, only finite).
+fn weight_bytes(format: WeightFormat, n: usize, k: usize) -> Vec<u8> {
+    let mut s = 0x1234_5678_u32;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 17;
+        s ^= s << 5;
+        s
+    };
+    let len = format.row_bytes(k).unwrap() * n;
+    let mut v: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+    let small_f16 = half::f16::from_f32(0.01).to_le_bytes();
+    match format {
+        // Keep every float finite: overwrite with small values of the format.
+        WeightFormat::Float(FloatFormat::F32) => {
+            for c in v.chunks_exact_mut(4) {
+                c.copy_from_slice(&((next() % 1000) as f32 * 1e-3).to_le_bytes());
+            }
+        }
+        WeightFormat::Float(FloatFormat::F16) => v.chunks_exact_mut(2).for_each(|c| c.copy_from_slice(&small_f16)),
+        WeightFormat::Float(FloatFormat::BF16) => {
+            let b = half::bf16::from_f32(0.01).to_le_bytes();
+            v.chunks_exact_mut(2).for_each(|c| c.copy_from_slice(&b));
+        }
+        WeightFormat::Q8_0 => v.chunks_exact_mut(34).for_each(|c| c[..2].copy_from_slice(&small_f16)),
+        WeightFormat::Q4_0 => v.chunks_exact_mut(18).for_each(|c| c[..2].copy_from_slice(&small_f16)),
+    }
+    v
+}
+
+fn bench(c: &mut Criterion) {
+    let isa = Isa::detect();
+    println!(
+        "ISA {isa:?}, {} threads; FMA peak: {:.1} GFLOP/s one thread, {:.1} GFLOP/s all threads",
+        rayon::current_num_threads(),
+        peak::fma_peak_gflops(isa, 300),
+        peak::fma_peak_gflops_all_threads(isa, 300)
+    );
+    let formats = [
+        ("f32", WeightFormat::Float(FloatFormat::F32)),
+        ("f16", WeightFormat::Float(FloatFormat::F16)),
+        ("bf16", WeightFormat::Float(FloatFormat::BF16)),
+        ("q8_0", WeightFormat::Q8_0),
+        ("q4_0", WeightFormat::Q4_0),
+    ];
+    for (m, k, n) in [(1024, 384, 1536), (1, 384, 1536), (256, 1536, 384)] {
+        let mut g = c.benchmark_group(format!("matmul_{m}x{k}x{n}"));
+        g.throughput(Throughput::Elements(2 * (m * k * n) as u64));
+        let x: Vec<f32> = (0..m * k).map(|i| ((i % 17) as f32 - 8.0) * 0.1).collect();
+        let mut y = vec![0.0f32; m * n];
+        for (name, format) in formats {
+            let data = weight_bytes(format, n, k);
+            let w = Weights { format, data: &data, n, k };
+            g.bench_function(BenchmarkId::from_parameter(name), |b| b.iter(|| matmul::matmul(&x, m, &w, &mut y)));
+        }
+        g.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

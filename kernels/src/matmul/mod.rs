@@ -1,0 +1,120 @@
+//! Matrix products of activations with weights: y[m×n] = x[m×k] · Wᵀ, W stored as n rows of k.
+//!
+//! - `float`: f32 / f16 / bf16 weights, packed into f32 panels, FMA micro-kernel.
+//! - `q8`: Q8_0 / Q4_0 weights, activations quantised per row to 8-bit blocks of 32, integer
+//!   dot products (VPDPBUSD with AVX-512 VNNI, maddubs with AVX2), per-block scales.
+//! - `isa`: run-time choice of instruction set; `peak`: the machine's FMA peak, for benches.
+//!
+//! Every path is tested against [`matmul_f32_ref`] on dequantised weights.
+
+pub mod float;
+pub mod gemv;
+pub mod isa;
+pub mod pack;
+pub mod peak;
+pub mod q8;
+
+pub use isa::Isa;
+
+/// Scalar reference: every other matmul path is tested against this.
+pub fn matmul_f32_ref(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, y: &mut [f32]) {
+    assert_eq!(x.len(), m * k);
+    assert_eq!(w.len(), n * k);
+    assert_eq!(y.len(), m * n);
+    for i in 0..m {
+        for j in 0..n {
+            let mut acc = 0.0f32;
+            for p in 0..k {
+                acc += x[i * k + p] * w[j * k + p];
+            }
+            y[i * n + j] = acc;
+        }
+    }
+}
+
+/// Weight element types with a float path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FloatFormat {
+    F32,
+    F16,
+    BF16,
+}
+
+impl FloatFormat {
+    pub fn bytes(self) -> usize {
+        match self {
+            FloatFormat::F32 => 4,
+            FloatFormat::F16 | FloatFormat::BF16 => 2,
+        }
+    }
+}
+
+/// Weight formats these kernels multiply directly (anything else: dequantise first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightFormat {
+    Float(FloatFormat),
+    /// Blocks of 32: f16 scale then 32 × i8.
+    Q8_0,
+    /// Blocks of 32: f16 scale then 16 bytes of nibbles (low nibbles = elements 0..16).
+    Q4_0,
+}
+
+impl WeightFormat {
+    /// Bytes of one row of `k` elements, or None if `k` is not a whole number of blocks.
+    pub fn row_bytes(self, k: usize) -> Option<usize> {
+        match self {
+            WeightFormat::Float(f) => Some(k * f.bytes()),
+            WeightFormat::Q8_0 => (k % 32 == 0).then_some(k / 32 * 34),
+            WeightFormat::Q4_0 => (k % 32 == 0).then_some(k / 32 * 18),
+        }
+    }
+}
+
+/// A weight matrix: `n` rows of `k` elements in `format`, borrowed from the model file.
+#[derive(Clone, Copy, Debug)]
+pub struct Weights<'a> {
+    pub format: WeightFormat,
+    pub data: &'a [u8],
+    pub n: usize,
+    pub k: usize,
+}
+
+/// y[m×n] = x[m×k] · Wᵀ on the best instruction set of this machine, in parallel (rayon).
+pub fn matmul(x: &[f32], m: usize, w: &Weights, y: &mut [f32]) {
+    matmul_with(Isa::detect(), x, m, w, y)
+}
+
+/// [`matmul`] on a given instruction set (which must be one of [`Isa::available`]).
+pub fn matmul_with(isa: Isa, x: &[f32], m: usize, w: &Weights, y: &mut [f32]) {
+    let (n, k) = (w.n, w.k);
+    assert_eq!(x.len(), m * k, "matmul: x is not m×k");
+    assert_eq!(y.len(), m * n, "matmul: y is not m×n");
+    assert_eq!(Some(w.data.len()), w.format.row_bytes(k).map(|r| r * n), "matmul: weight bytes");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        y.fill(0.0);
+        return;
+    }
+    match w.format {
+        WeightFormat::Float(f) if m <= gemv::GEMV_MAX_ROWS => gemv::gemv_float(isa, f, x, m, w.data, n, k, y),
+        WeightFormat::Float(f) => float::matmul_float(isa, f, x, m, w.data, n, k, y),
+        WeightFormat::Q8_0 | WeightFormat::Q4_0 => q8::matmul_quant(isa, w.format, x, m, w.data, n, k, y),
+    }
+}
+
+/// A raw output pointer shared by tasks that write disjoint tiles.
+#[derive(Clone, Copy)]
+pub(crate) struct SendPtr(pub *mut f32);
+// SAFETY: every task writes only its own tile of the output (see the callers).
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    pub fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

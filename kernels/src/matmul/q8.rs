@@ -1,0 +1,353 @@
+//! The integer path: Q8_0 / Q4_0 weights times activations quantised on the fly.
+//!
+//! Activations: each row is cut into blocks of 32, each block scaled by `d = max|x| / 127` and
+//! rounded (ties to even) to q ∈ [-127, 127], stored as the unsigned byte `q + 128` — VPDPBUSD
+//! wants an unsigned operand. The `+ 128` is taken back out with a per-(column, block)
+//! correction `-128 · Σw` that packing computes.
+//!
+//! Weights: a block of 32 columns is packed per 32-element k block as 8 groups of
+//! [32 columns × 4 bytes], so one 4-byte broadcast of activations times one 64-byte load of
+//! weights is 16 columns × 4 products in a single VPDPBUSD. Per block the i32 sums are
+//! converted and scaled: y += (Σ q·w) · d_x · d_w.
+//!
+//! Weights of -128 (which ggml's quantisers never write) are clamped to -127 when packed: the
+//! AVX2 path's sign trick could not represent them.
+
+use super::isa::Isa;
+use super::{SendPtr, WeightFormat};
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// Elements per quantisation block.
+pub const QB: usize = 32;
+/// Columns per packed panel.
+pub const NRQ: usize = 32;
+/// Bytes of one packed k block of a panel.
+const BLOCK_BYTES: usize = QB * NRQ;
+
+/// Activations quantised to 8-bit blocks: `q` holds `q + 128` per element, `d` one scale per
+/// block.
+#[derive(Default)]
+pub struct QuantRows {
+    pub q: Vec<u8>,
+    pub d: Vec<f32>,
+}
+
+/// A panel of packed weights: `q` (blocks × 1024 bytes), per block and column the scale `d` and
+/// the offset correction `corr` = -128 · Σ w.
+#[derive(Default)]
+pub struct Panel {
+    pub q: Vec<u8>,
+    pub d: Vec<f32>,
+    pub corr: Vec<i32>,
+}
+
+thread_local! {
+    static QX: RefCell<QuantRows> = RefCell::new(QuantRows::default());
+    static PANEL: RefCell<Panel> = RefCell::new(Panel::default());
+}
+
+/// Quantises `m` rows of `k` values (k a multiple of 32) into `out`.
+pub fn quantize_rows(isa: Isa, x: &[f32], m: usize, k: usize, out: &mut QuantRows) {
+    out.q.resize(m * k, 0);
+    out.d.resize(m * k / QB, 0.0);
+    let rows_per_task = (8192 / k.max(1)).max(1);
+    out.q
+        .par_chunks_mut(rows_per_task * k)
+        .zip(out.d.par_chunks_mut(rows_per_task * k / QB))
+        .zip(x.par_chunks(rows_per_task * k))
+        .for_each(|((q, d), x)| {
+            for ((q, d), x) in q.chunks_exact_mut(QB).zip(d.iter_mut()).zip(x.chunks_exact(QB)) {
+                *d = quantize_block(isa, x, q);
+            }
+        });
+}
+
+/// One block of 32: returns its scale, writes `q + 128`.
+fn quantize_block(isa: Isa, x: &[f32], q: &mut [u8]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if isa >= Isa::Avx512 {
+        // SAFETY: AVX-512 F/BW/VL detected; x and q hold 32 elements.
+        return unsafe { quantize_block_avx512(x, q) };
+    }
+    let _ = isa;
+    let amax = x.iter().fold(0.0f32, |a, &v| a.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+    for (q, &v) in q.iter_mut().zip(x) {
+        *q = ((v * id).round_ties_even().clamp(-127.0, 127.0) as i32 + 128) as u8;
+    }
+    d
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn quantize_block_avx512(x: &[f32], q: &mut [u8]) -> f32 {
+    use std::arch::x86_64::*;
+    let a = _mm512_loadu_ps(x.as_ptr());
+    let b = _mm512_loadu_ps(x.as_ptr().add(16));
+    let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
+    let d = amax / 127.0;
+    let id = _mm512_set1_ps(if d > 0.0 { 1.0 / d } else { 0.0 });
+    let (lo, hi) = (_mm512_set1_ps(-127.0), _mm512_set1_ps(127.0));
+    let off = _mm512_set1_epi32(128);
+    for (h, v) in [a, b].into_iter().enumerate() {
+        let s = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v, id), lo), hi);
+        // cvtps rounds to nearest even under the default MXCSR, like round_ties_even.
+        let i = _mm512_add_epi32(_mm512_cvtps_epi32(s), off);
+        _mm_storeu_si128(q.as_mut_ptr().add(16 * h) as *mut __m128i, _mm512_cvtepi32_epi8(i));
+    }
+    d
+}
+
+/// The 32 weights of block `b` of a row, as i8 (clamped to ≥ -127), and their scale.
+fn weight_block(format: WeightFormat, row: &[u8], b: usize, out: &mut [i8; QB]) -> f32 {
+    match format {
+        WeightFormat::Q8_0 => {
+            let blk = &row[b * 34..(b + 1) * 34];
+            for (o, &v) in out.iter_mut().zip(&blk[2..]) {
+                *o = (v as i8).max(-127);
+            }
+            half::f16::from_le_bytes([blk[0], blk[1]]).to_f32()
+        }
+        WeightFormat::Q4_0 => {
+            let blk = &row[b * 18..(b + 1) * 18];
+            for (i, &v) in blk[2..].iter().enumerate() {
+                out[i] = (v & 0x0f) as i8 - 8;
+                out[i + 16] = (v >> 4) as i8 - 8;
+            }
+            half::f16::from_le_bytes([blk[0], blk[1]]).to_f32()
+        }
+        WeightFormat::Float(_) => unreachable!("float weights take the float path"),
+    }
+}
+
+/// Packs weight rows `j0..j0+nb` (nb ≤ NRQ) of `k` elements into `p` (one panel).
+fn pack_panel(format: WeightFormat, data: &[u8], row_bytes: usize, k: usize, j0: usize, nb: usize, p: &mut Panel) {
+    let nblk = k / QB;
+    p.q.resize(nblk * BLOCK_BYTES, 0);
+    p.d.resize(nblk * NRQ, 0.0);
+    p.corr.resize(nblk * NRQ, 0);
+    let mut w = [0i8; QB];
+    for c in 0..NRQ {
+        if c >= nb {
+            for b in 0..nblk {
+                p.d[b * NRQ + c] = 0.0;
+                p.corr[b * NRQ + c] = 0;
+                for g in 0..QB / 4 {
+                    p.q[b * BLOCK_BYTES + g * NRQ * 4 + c * 4..][..4].fill(0);
+                }
+            }
+            continue;
+        }
+        let row = &data[(j0 + c) * row_bytes..(j0 + c + 1) * row_bytes];
+        for b in 0..nblk {
+            p.d[b * NRQ + c] = weight_block(format, row, b, &mut w);
+            p.corr[b * NRQ + c] = -128 * w.iter().map(|&v| v as i32).sum::<i32>();
+            for g in 0..QB / 4 {
+                let dst = &mut p.q[b * BLOCK_BYTES + g * NRQ * 4 + c * 4..][..4];
+                for (d, &v) in dst.iter_mut().zip(&w[g * 4..g * 4 + 4]) {
+                    *d = v as u8;
+                }
+            }
+        }
+    }
+}
+
+/// Rows of the integer micro-kernel.
+const MRQ: usize = 4;
+
+/// y[m×n] = x · Wᵀ for Q8_0 / Q4_0 weights (k a multiple of 32).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_quant(
+    isa: Isa,
+    format: WeightFormat,
+    x: &[f32],
+    m: usize,
+    data: &[u8],
+    n: usize,
+    k: usize,
+    y: &mut [f32],
+) {
+    assert_eq!(k % QB, 0, "quantised matmul: k must be a multiple of 32");
+    let row_bytes = format.row_bytes(k).expect("k checked above");
+    // Taken out of the thread-local (not borrowed across the parallel loop) so that a nested
+    // call on this thread, e.g. from work stealing, cannot find it borrowed.
+    let mut qx = QX.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    quantize_rows(isa, x, m, k, &mut qx);
+    let nblocks = n.div_ceil(NRQ);
+    let want = 4 * rayon::current_num_threads();
+    let mblocks = want.div_ceil(nblocks).clamp(1, m.div_ceil(MRQ * 16).max(1));
+    let mb = m.div_ceil(mblocks).div_ceil(MRQ) * MRQ;
+    let mblocks = m.div_ceil(mb);
+    let yp = SendPtr(y.as_mut_ptr());
+    let qxr = &qx;
+    (0..nblocks * mblocks).into_par_iter().for_each(|t| {
+        let (jb, ib) = (t % nblocks, t / nblocks);
+        let (j0, i0) = (jb * NRQ, ib * mb);
+        let (ncols, nrows) = (NRQ.min(n - j0), mb.min(m - i0));
+        PANEL.with(|cell| {
+            let mut panel = cell.borrow_mut();
+            pack_panel(format, data, row_bytes, k, j0, ncols, &mut panel);
+            let mut i = 0;
+            while i < nrows {
+                let r = MRQ.min(nrows - i);
+                let row = i0 + i;
+                // SAFETY: rows row..row+r and columns j0..j0+ncols of y belong to this task.
+                unsafe {
+                    let c = yp.get().add(row * n + j0);
+                    tile_q(isa, r, &qxr.q[row * k..], &qxr.d[row * k / QB..], k, &panel, c, n, ncols);
+                }
+                i += r;
+            }
+        });
+    });
+    QX.with(|c| *c.borrow_mut() = qx);
+}
+
+/// One r × NRQ tile: c[i][j] = Σ_b d_x[i,b] · d_w[j,b] · (Σ_e q_x · q_w) for j < nvalid.
+///
+/// # Safety
+/// `c` must cover r rows of stride `ldc` with `nvalid` values; `qx`/`dx` hold r rows of k
+/// quantised values / k/32 scales; the ISA must be supported.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn tile_q(
+    isa: Isa,
+    r: usize,
+    qx: &[u8],
+    dx: &[f32],
+    k: usize,
+    p: &Panel,
+    c: *mut f32,
+    ldc: usize,
+    nvalid: usize,
+) {
+    let mut out = [[0.0f32; NRQ]; MRQ];
+    let nblk = k / QB;
+    assert!(qx.len() >= r * k && dx.len() >= r * nblk && p.q.len() >= nblk * BLOCK_BYTES);
+    macro_rules! by_rows {
+        ($f:ident) => {
+            match r {
+                1 => $f::<1>(qx, dx, k, p, &mut out),
+                2 => $f::<2>(qx, dx, k, p, &mut out),
+                3 => $f::<3>(qx, dx, k, p, &mut out),
+                4 => $f::<4>(qx, dx, k, p, &mut out),
+                _ => unreachable!(),
+            }
+        };
+    }
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => by_rows!(kernel_vnni),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Avx512 => by_rows!(kernel_avx2),
+        _ => kernel_scalar(r, qx, dx, k, p, &mut out),
+    }
+    for (i, o) in out.iter().enumerate().take(r) {
+        std::ptr::copy_nonoverlapping(o.as_ptr(), c.add(i * ldc), nvalid);
+    }
+}
+
+/// The reference: the same sums in plain integer arithmetic, scaled the same way.
+fn kernel_scalar(r: usize, qx: &[u8], dx: &[f32], k: usize, p: &Panel, out: &mut [[f32; NRQ]; MRQ]) {
+    let nblk = k / QB;
+    for i in 0..r {
+        for j in 0..NRQ {
+            let mut acc = 0.0f32;
+            for b in 0..nblk {
+                let mut s = p.corr[b * NRQ + j];
+                for e in 0..QB {
+                    let w = p.q[b * BLOCK_BYTES + (e / 4) * NRQ * 4 + j * 4 + e % 4] as i8 as i32;
+                    s += qx[i * k + b * QB + e] as i32 * w;
+                }
+                acc = (s as f32).mul_add(p.d[b * NRQ + j] * dx[i * nblk + b], acc);
+            }
+            out[i][j] = acc;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn kernel_vnni<const R: usize>(qx: &[u8], dx: &[f32], k: usize, p: &Panel, out: &mut [[f32; NRQ]; MRQ]) {
+    use std::arch::x86_64::*;
+    let nblk = k / QB;
+    let mut f0 = [_mm512_setzero_ps(); R];
+    let mut f1 = [_mm512_setzero_ps(); R];
+    let (qp, dp, cp) = (p.q.as_ptr(), p.d.as_ptr(), p.corr.as_ptr());
+    let xp = qx.as_ptr();
+    for b in 0..nblk {
+        let c0 = _mm512_loadu_si512(cp.add(b * NRQ) as *const _);
+        let c1 = _mm512_loadu_si512(cp.add(b * NRQ + 16) as *const _);
+        let mut s0 = [c0; R];
+        let mut s1 = [c1; R];
+        let wb = qp.add(b * BLOCK_BYTES);
+        for g in 0..QB / 4 {
+            let w0 = _mm512_loadu_si512(wb.add(g * NRQ * 4) as *const _);
+            let w1 = _mm512_loadu_si512(wb.add(g * NRQ * 4 + 64) as *const _);
+            for i in 0..R {
+                let xv = _mm512_set1_epi32((xp.add(i * k + b * QB + g * 4) as *const i32).read_unaligned());
+                s0[i] = _mm512_dpbusd_epi32(s0[i], xv, w0);
+                s1[i] = _mm512_dpbusd_epi32(s1[i], xv, w1);
+            }
+        }
+        let d0 = _mm512_loadu_ps(dp.add(b * NRQ));
+        let d1 = _mm512_loadu_ps(dp.add(b * NRQ + 16));
+        for i in 0..R {
+            let sx = _mm512_set1_ps(*dx.get_unchecked(i * nblk + b));
+            f0[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s0[i]), _mm512_mul_ps(d0, sx), f0[i]);
+            f1[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1[i]), _mm512_mul_ps(d1, sx), f1[i]);
+        }
+    }
+    for i in 0..R {
+        _mm512_storeu_ps(out[i].as_mut_ptr(), f0[i]);
+        _mm512_storeu_ps(out[i].as_mut_ptr().add(16), f1[i]);
+    }
+}
+
+/// AVX2: the sign trick (|x| · sign(w, x) with maddubs) on un-offset activations, so the
+/// correction term is not needed. Four groups of 8 columns.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel_avx2<const R: usize>(qx: &[u8], dx: &[f32], k: usize, p: &Panel, out: &mut [[f32; NRQ]; MRQ]) {
+    use std::arch::x86_64::*;
+    let nblk = k / QB;
+    let ones = _mm256_set1_epi16(1);
+    let flip = _mm256_set1_epi8(-128);
+    let (qp, dp) = (p.q.as_ptr(), p.d.as_ptr());
+    let xp = qx.as_ptr();
+    for half in 0..2 {
+        let mut f0 = [_mm256_setzero_ps(); R];
+        let mut f1 = [_mm256_setzero_ps(); R];
+        for b in 0..nblk {
+            let mut s0 = [_mm256_setzero_si256(); R];
+            let mut s1 = [_mm256_setzero_si256(); R];
+            let wb = qp.add(b * BLOCK_BYTES + half * 64);
+            for g in 0..QB / 4 {
+                let w0 = _mm256_loadu_si256(wb.add(g * NRQ * 4) as *const _);
+                let w1 = _mm256_loadu_si256(wb.add(g * NRQ * 4 + 32) as *const _);
+                for i in 0..R {
+                    let raw = (xp.add(i * k + b * QB + g * 4) as *const i32).read_unaligned();
+                    // q + 128 → q as a signed byte.
+                    let xs = _mm256_xor_si256(_mm256_set1_epi32(raw), flip);
+                    let xa = _mm256_abs_epi8(xs);
+                    let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(xa, _mm256_sign_epi8(w0, xs)), ones);
+                    let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(xa, _mm256_sign_epi8(w1, xs)), ones);
+                    s0[i] = _mm256_add_epi32(s0[i], p0);
+                    s1[i] = _mm256_add_epi32(s1[i], p1);
+                }
+            }
+            let d0 = _mm256_loadu_ps(dp.add(b * NRQ + half * 16));
+            let d1 = _mm256_loadu_ps(dp.add(b * NRQ + half * 16 + 8));
+            for i in 0..R {
+                let sx = _mm256_set1_ps(*dx.get_unchecked(i * nblk + b));
+                f0[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0[i]), _mm256_mul_ps(d0, sx), f0[i]);
+                f1[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1[i]), _mm256_mul_ps(d1, sx), f1[i]);
+            }
+        }
+        for i in 0..R {
+            _mm256_storeu_ps(out[i].as_mut_ptr().add(half * 16), f0[i]);
+            _mm256_storeu_ps(out[i].as_mut_ptr().add(half * 16 + 8), f1[i]);
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Every matmul path against the scalar reference, on random data and awkward shapes.
+
+use super::*;
+
+/// A small deterministic generator (xorshift), so the tests need no dependency.
+pub(crate) struct Rng(u64);
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    /// Uniform in [-1, 1).
+    pub fn f32(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    pub fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.f32()).collect()
+    }
+}
+
+fn f16_bytes(v: &[f32]) -> (Vec<u8>, Vec<f32>) {
+    let h: Vec<half::f16> = v.iter().map(|&x| half::f16::from_f32(x)).collect();
+    (h.iter().flat_map(|x| x.to_le_bytes()).collect(), h.iter().map(|x| x.to_f32()).collect())
+}
+
+fn bf16_bytes(v: &[f32]) -> (Vec<u8>, Vec<f32>) {
+    let h: Vec<half::bf16> = v.iter().map(|&x| half::bf16::from_f32(x)).collect();
+    (h.iter().flat_map(|x| x.to_le_bytes()).collect(), h.iter().map(|x| x.to_f32()).collect())
+}
+
+/// Random Q8_0 rows (q in [-128, 127], including -128 at times) and their values.
+fn q8_0_bytes(rng: &mut Rng, n: usize, k: usize) -> (Vec<u8>, Vec<f32>) {
+    let (mut bytes, mut vals) = (Vec::new(), Vec::new());
+    for _ in 0..n * k / 32 {
+        let d = half::f16::from_f32(0.01 + 0.02 * rng.f32().abs());
+        bytes.extend_from_slice(&d.to_le_bytes());
+        for _ in 0..32 {
+            let q = (rng.next() % 256) as u8 as i8;
+            bytes.push(q as u8);
+            // The documented clamp: -128 is packed as -127.
+            vals.push(d.to_f32() * q.max(-127) as f32);
+        }
+    }
+    (bytes, vals)
+}
+
+fn q4_0_bytes(rng: &mut Rng, n: usize, k: usize) -> (Vec<u8>, Vec<f32>) {
+    let (mut bytes, mut vals) = (Vec::new(), Vec::new());
+    for _ in 0..n * k / 32 {
+        let d = half::f16::from_f32(0.05 * rng.f32());
+        bytes.extend_from_slice(&d.to_le_bytes());
+        let nib: Vec<u8> = (0..32).map(|_| (rng.next() % 16) as u8).collect();
+        for i in 0..16 {
+            bytes.push(nib[i] | (nib[i + 16] << 4));
+        }
+        vals.extend(nib.iter().map(|&q| d.to_f32() * (q as i32 - 8) as f32));
+    }
+    (bytes, vals)
+}
+
+/// |got - want| ≤ rel · Σ|x·w| per element (the scale of the rounding a sum can pick up).
+fn assert_close(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, got: &[f32], want: &[f32], rel: f32, what: &str) {
+    for i in 0..m {
+        for j in 0..n {
+            let mag: f32 = (0..k).map(|p| (x[i * k + p] * w[j * k + p]).abs()).sum();
+            let (g, e) = (got[i * n + j], want[i * n + j]);
+            assert!((g - e).abs() <= rel * mag + 1e-6, "{what}: y[{i}][{j}] = {g}, want {e} (m={m} k={k} n={n})");
+        }
+    }
+}
+
+const SHAPES: [(usize, usize, usize); 8] =
+    [(1, 64, 5), (3, 96, 33), (1, 384, 70), (8, 32, 32), (13, 160, 65), (17, 800, 40), (40, 96, 100), (7, 416, 31)];
+
+#[test]
+fn float_paths_match_reference() {
+    let mut rng = Rng::new(1);
+    for &(m, k, n) in SHAPES.iter().chain(&[(5, 77, 9), (2, 1, 3), (3, 77, 9), (4, 200, 130)]) {
+        let x = rng.vec(m * k);
+        let w32 = rng.vec(n * k);
+        let formats = [
+            (FloatFormat::F32, w32.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(), w32.clone()),
+            {
+                let (b, v) = f16_bytes(&w32);
+                (FloatFormat::F16, b, v)
+            },
+            {
+                let (b, v) = bf16_bytes(&w32);
+                (FloatFormat::BF16, b, v)
+            },
+        ];
+        for (fmt, bytes, vals) in &formats {
+            let mut want = vec![0.0; m * n];
+            matmul_f32_ref(&x, vals, m, k, n, &mut want);
+            for isa in Isa::available() {
+                let mut y = vec![f32::NAN; m * n];
+                let w = Weights { format: WeightFormat::Float(*fmt), data: bytes, n, k };
+                matmul_with(isa, &x, m, &w, &mut y);
+                assert_close(&x, vals, m, k, n, &y, &want, 1e-5, &format!("{fmt:?} {isa:?}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn quantised_paths_are_exact_against_scalar_and_close_to_reference() {
+    let mut rng = Rng::new(2);
+    for &(m, k, n) in &SHAPES {
+        let x = rng.vec(m * k);
+        for (format, (bytes, vals)) in
+            [(WeightFormat::Q8_0, q8_0_bytes(&mut rng, n, k)), (WeightFormat::Q4_0, q4_0_bytes(&mut rng, n, k))]
+        {
+            let w = Weights { format, data: &bytes, n, k };
+            let mut scalar = vec![f32::NAN; m * n];
+            matmul_with(Isa::Scalar, &x, m, &w, &mut scalar);
+            // The scalar integer path against f32 on dequantised weights: the difference is the
+            // activation rounding, at most half a step (max|x|/254) per element.
+            let mut want = vec![0.0; m * n];
+            matmul_f32_ref(&x, &vals, m, k, n, &mut want);
+            for i in 0..m {
+                for j in 0..n {
+                    let bound: f32 = (0..k)
+                        .map(|p| {
+                            let b0 = i * k + p / 32 * 32;
+                            let amax = x[b0..b0 + 32].iter().fold(0.0f32, |a, v| a.max(v.abs()));
+                            vals[j * k + p].abs() * amax / 254.0
+                        })
+                        .sum();
+                    let (g, e) = (scalar[i * n + j], want[i * n + j]);
+                    assert!((g - e).abs() <= bound * 1.01 + 1e-5, "{format:?} y[{i}][{j}]={g} want {e} bound {bound}");
+                }
+            }
+            // SIMD paths: the same integers and the same scaling steps, so the same bits.
+            for isa in Isa::available() {
+                let mut y = vec![f32::NAN; m * n];
+                matmul_with(isa, &x, m, &w, &mut y);
+                assert_eq!(y, scalar, "{format:?} {isa:?} m={m} k={k} n={n}");
+            }
+        }
+    }
+}
+
+#[test]
+fn activation_quantisation_is_identical_on_every_path() {
+    let mut rng = Rng::new(3);
+    let (m, k) = (5, 256);
+    let mut x = rng.vec(m * k);
+    x[0..32].fill(0.0); // an all-zero block
+    x[40] = 127.5; // a tie after scaling
+    let mut want = q8::QuantRows::default();
+    q8::quantize_rows(Isa::Scalar, &x, m, k, &mut want);
+    assert!(want.q[0..32].iter().all(|&q| q == 128) && want.d[0] == 0.0);
+    for isa in Isa::available() {
+        let mut got = q8::QuantRows::default();
+        q8::quantize_rows(isa, &x, m, k, &mut got);
+        assert_eq!((got.q, got.d), (want.q.clone(), want.d.clone()), "{isa:?}");
+    }
+}
+
+#[test]
+fn fma_peak_is_positive() {
+    assert!(peak::fma_peak_gflops(Isa::detect(), 5) > 0.1);
+}

@@ -1,0 +1,247 @@
+//! Vectorised element-wise and row-wise operations, tested against the scalar references in
+//! `ops.rs`. Each is written once as plain lane-wise Rust (`#[inline(always)]` bodies) and
+//! compiled again inside `#[target_feature]` wrappers, where LLVM turns the loops into
+//! AVX-512 or AVX2 code; the scalar build of the same body is the portable fallback.
+
+use crate::matmul::Isa;
+
+/// Calls `$body(args)` compiled for the best of AVX-512 / AVX2+FMA that `$isa` allows.
+macro_rules! multiversion {
+    ($isa:expr, $body:ident($($arg:expr),*)) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+            unsafe fn avx512<A: Copy>(f: impl FnOnce() -> A) -> A { f() }
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn avx2<A: Copy>(f: impl FnOnce() -> A) -> A { f() }
+            match $isa {
+                // SAFETY: the ISA was detected at run time.
+                Isa::Avx512 | Isa::Avx512Vnni => unsafe { avx512(|| $body($($arg),*)) },
+                Isa::Avx2 => unsafe { avx2(|| $body($($arg),*)) },
+                _ => $body($($arg),*),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = $isa;
+            $body($($arg),*)
+        }
+    }};
+}
+pub(crate) use multiversion;
+
+/// Chebyshev coefficients of erfc (the ones `ops::erf` uses), cut where they drop below 1e-10:
+/// the error of the exponent, and so the relative error of erfc, stays near f32 rounding.
+const ERFC_COF: [f32; 18] = [
+    -1.302_653_7,
+    6.419_698e-1,
+    1.947_647_3e-2,
+    -9.561_515e-3,
+    -9.465_953e-4,
+    3.668_395e-4,
+    4.252_332_5e-5,
+    -2.027_857_8e-5,
+    -1.624_29e-6,
+    1.303_655_8e-6,
+    1.562_644_2e-8,
+    -8.523_81e-8,
+    6.529_054_4e-9,
+    5.059_343_5e-9,
+    -9.913_642e-10,
+    -2.273_651_2e-10,
+    9.646_791e-11,
+    2.394_038e-12,
+];
+
+/// e^a for a ≤ ~88, flushing to 0 below -87 (written to vectorise: no branches, no calls).
+#[inline(always)]
+pub fn exp_lane(a: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer
+    let a = a.max(-87.0);
+    let kf = (a * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+    let r = kf.mul_add(-0.693_145_75, a);
+    let r = kf.mul_add(-1.428_606_8e-6, r);
+    let mut p: f32 = 1.0 / 5040.0;
+    p = p.mul_add(r, 1.0 / 720.0);
+    p = p.mul_add(r, 1.0 / 120.0);
+    p = p.mul_add(r, 1.0 / 24.0);
+    p = p.mul_add(r, 1.0 / 6.0);
+    p = p.mul_add(r, 0.5);
+    p = p.mul_add(r, 1.0);
+    p = p.mul_add(r, 1.0);
+    let scale = f32::from_bits(((kf as i32 + 127) as u32) << 23);
+    p * scale
+}
+
+/// GELU of one value: 0.5·x·erfc(-x/√2) evaluated as Numerical Recipes' erfc in f32, with
+/// z² split exactly (FMA) so large |x| keep their relative accuracy.
+#[inline(always)]
+fn gelu_lane(x: f32) -> f32 {
+    let z = (x / std::f32::consts::SQRT_2).abs();
+    let t = 2.0 / (2.0 + z);
+    let ty = 4.0 * t - 2.0;
+    let (mut d, mut dd) = (0.0f32, 0.0f32);
+    for &c in ERFC_COF[1..].iter().rev() {
+        let tmp = d;
+        d = ty.mul_add(d, c - dd);
+        dd = tmp;
+    }
+    let zz = z * z;
+    let zz_lo = z.mul_add(z, -zz);
+    let arg = (0.5 * ty.mul_add(d, ERFC_COF[0]) - dd - zz_lo) - zz;
+    let erfc = t * exp_lane(arg);
+    let one_plus_erf = if x >= 0.0 { 2.0 - erfc } else { erfc };
+    0.5 * x * one_plus_erf
+}
+
+#[inline(always)]
+fn gelu_body(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        *v = gelu_lane(*v);
+    }
+}
+
+/// GELU (erf form) in place; within ~1e-6 relative of `ops::gelu`.
+pub fn gelu(isa: Isa, x: &mut [f32]) {
+    multiversion!(isa, gelu_body(x))
+}
+
+const LANES: usize = 16;
+
+/// Σ of a slice in 16 independent lanes (so it vectorises), then across lanes.
+#[inline(always)]
+fn sum_lanes(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v);
+        }
+    }
+    let mut s: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    for a in acc {
+        s += a;
+    }
+    s
+}
+
+#[inline(always)]
+fn layer_norm_body(x: &mut [f32], dim: usize, w: &[f32], b: &[f32], eps: f32) {
+    for row in x.chunks_exact_mut(dim) {
+        let mean = sum_lanes(row, |v| v) / dim as f32;
+        let var = sum_lanes(row, |v| (v - mean) * (v - mean)) / dim as f32;
+        let inv = 1.0 / (var + eps).sqrt();
+        for ((v, &w), &b) in row.iter_mut().zip(w).zip(b) {
+            *v = ((*v - mean) * inv).mul_add(w, b);
+        }
+    }
+}
+
+/// LayerNorm over each row of `dim` values in place (two passes in f32 lanes).
+pub fn layer_norm(isa: Isa, x: &mut [f32], dim: usize, w: &[f32], b: &[f32], eps: f32) {
+    multiversion!(isa, layer_norm_body(x, dim, w, b, eps))
+}
+
+#[inline(always)]
+pub(crate) fn softmax_body(x: &mut [f32]) {
+    let mut mx = [f32::NEG_INFINITY; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (m, &v) in mx.iter_mut().zip(c) {
+            *m = m.max(v);
+        }
+    }
+    let max = chunks.remainder().iter().chain(&mx).copied().fold(f32::NEG_INFINITY, f32::max);
+    for v in x.iter_mut() {
+        *v = exp_lane(*v - max);
+    }
+    let inv = 1.0 / sum_lanes(x, |v| v);
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// Softmax in place over one row.
+pub fn softmax(isa: Isa, x: &mut [f32]) {
+    multiversion!(isa, softmax_body(x))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops;
+
+    #[test]
+    fn exp_is_accurate() {
+        for isa in Isa::available() {
+            let xs: Vec<f32> = (0..20000).map(|i| -87.0 + i as f32 * 0.0045).collect();
+            let mut got = xs.clone();
+            multiversion!(isa, exp_all(&mut got));
+            for (&x, &g) in xs.iter().zip(&got) {
+                let want = (x as f64).exp();
+                assert!(((g as f64 - want) / want).abs() < 4e-7, "{isa:?} exp({x}) = {g}, want {want}");
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn exp_all(x: &mut [f32]) {
+        for v in x.iter_mut() {
+            *v = exp_lane(*v);
+        }
+    }
+
+    #[test]
+    fn gelu_matches_reference() {
+        let mut xs: Vec<f32> = (0..40001).map(|i| -10.0 + i as f32 * 0.0005).collect();
+        xs.extend([0.0, -0.0, 1e-30, -1e-30, 1e-6, 20.0, -12.0]);
+        let mut want = xs.clone();
+        ops::gelu(&mut want);
+        for isa in Isa::available() {
+            let mut got = xs.clone();
+            gelu(isa, &mut got);
+            for ((&x, &g), &w) in xs.iter().zip(&got).zip(&want) {
+                // The reference forms 1 + erf in f32, so in the negative tail it carries an
+                // absolute error of about half an ulp of 1 times x/2.
+                let err = (g - w).abs() as f64;
+                assert!(err <= 1.5e-6 * w.abs() as f64 + 3e-8 * x.abs() as f64 + 1e-37, "{isa:?} gelu({x}) = {g}, want {w}");
+            }
+        }
+    }
+
+    #[test]
+    fn layer_norm_matches_reference() {
+        let mut rng = crate::matmul::tests::Rng::new(7);
+        for dim in [384, 37, 16] {
+            let x: Vec<f32> = (0..dim * 5).map(|i| rng.f32() * 3.0 + (i % 7) as f32).collect();
+            let w: Vec<f32> = (0..dim).map(|_| rng.f32()).collect();
+            let b: Vec<f32> = (0..dim).map(|_| rng.f32()).collect();
+            let mut want = x.clone();
+            ops::layer_norm(&mut want, dim, &w, &b, 1e-12);
+            for isa in Isa::available() {
+                let mut got = x.clone();
+                layer_norm(isa, &mut got, dim, &w, &b, 1e-12);
+                for (g, e) in got.iter().zip(&want) {
+                    assert!((g - e).abs() <= 2e-6 * (1.0 + e.abs()), "{isa:?} dim {dim}: {g} vs {e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn softmax_matches_reference() {
+        let mut rng = crate::matmul::tests::Rng::new(8);
+        for len in [1, 10, 17, 250] {
+            let x: Vec<f32> = (0..len).map(|_| rng.f32() * 20.0).collect();
+            let mut want = x.clone();
+            ops::softmax(&mut want);
+            for isa in Isa::available() {
+                let mut got = x.clone();
+                softmax(isa, &mut got);
+                for (g, e) in got.iter().zip(&want) {
+                    assert!((g - e).abs() <= 1e-6 * e.abs() + 1e-9, "{isa:?} len {len}: {g} vs {e}");
+                }
+            }
+        }
+    }
+}
