@@ -1,10 +1,6 @@
-//! The `quiver` command line: parse arguments, call the library.
+//! The `quiver` command line: hands the arguments and the bundled model to `quiver::cli`.
 
-use quiver::backend::cpu::Cpu;
-use quiver::gguf::{GgufFile, ModelBytes};
-use quiver::model::Model;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 /// The bundled default model, aligned so its tensors can be read in place.
 #[cfg(feature = "bundled-model")]
@@ -19,36 +15,16 @@ fn bundled() -> Option<&'static [u8]> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("Error: {e}");
-            ExitCode::FAILURE
+    let args: Vec<String> = match std::env::args_os()
+        .skip(1)
+        .map(|a| a.into_string())
+        .collect()
+    {
+        Ok(args) => args,
+        Err(bad) => {
+            eprintln!("Error: argument {bad:?} is not valid UTF-8");
+            return ExitCode::FAILURE;
         }
-    }
-}
-
-fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
-    match args.first().map(String::as_str) {
-        Some("embed") => {
-            let (model, texts) = match args.get(1).map(String::as_str) {
-                Some("-m") => (args.get(2).ok_or("-m needs a model")?.as_str(), &args[3..]),
-                _ => ("all-minilm", &args[1..]),
-            };
-            let file = if model.ends_with(".gguf") {
-                GgufFile::open(std::path::Path::new(model))?
-            } else if model == "all-minilm" || model == "all-minilm:latest" {
-                GgufFile::from_bytes(ModelBytes::Static(bundled().ok_or("no bundled model")?))?
-            } else {
-                return Err(format!("model {model:?} not found").into());
-            };
-            let m = Model::load(file, Arc::new(Cpu))?;
-            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-            let v = m.embed(&texts)?;
-            println!("{}", serde_json::json!({"model": model, "embeddings": v}));
-            Ok(())
-        }
-        _ => Err("usage: quiver embed [-m MODEL] TEXT...".into()),
-    }
+    };
+    quiver::cli::main(args, bundled())
 }

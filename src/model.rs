@@ -205,7 +205,7 @@ pub fn human_number(n: u64) -> String {
     const MILLION: u64 = 1_000_000;
     const BILLION: u64 = 1_000_000_000;
     let scaled = |unit: u64, decimals: usize, suffix: &str| {
-        if n % unit == 0 {
+        if n.is_multiple_of(unit) {
             format!("{}{suffix}", n / unit)
         } else {
             format!("{:.*}{suffix}", decimals, n as f64 / unit as f64)

@@ -12,18 +12,59 @@ fn parts(s: &str) -> [String; 4] {
 #[test]
 fn valid_names_fill_ollamas_defaults() {
     let table: &[(&str, [&str; 4])] = &[
-        ("all-minilm", ["registry.ollama.ai", "library", "all-minilm", "latest"]),
-        ("all-minilm:latest", ["registry.ollama.ai", "library", "all-minilm", "latest"]),
-        ("all-minilm:33m", ["registry.ollama.ai", "library", "all-minilm", "33m"]),
-        ("nomic-embed-text:v1.5", ["registry.ollama.ai", "library", "nomic-embed-text", "v1.5"]),
-        ("user/model:tag", ["registry.ollama.ai", "user", "model", "tag"]),
-        ("jina/jina-embeddings-v2-base-en", ["registry.ollama.ai", "jina", "jina-embeddings-v2-base-en", "latest"]),
-        ("example.com/ns/model:q8_0", ["example.com", "ns", "model", "q8_0"]),
-        ("localhost:5000/ns/model", ["localhost:5000", "ns", "model", "latest"]),
-        ("localhost:5000/ns/model:v2", ["localhost:5000", "ns", "model", "v2"]),
-        ("https://example.com/ns/model:1", ["example.com", "ns", "model", "1"]),
-        ("http://example.com/ns/model", ["example.com", "ns", "model", "latest"]),
-        ("hf.co/bartowski/Model-GGUF:Q4_K_M", ["hf.co", "bartowski", "Model-GGUF", "Q4_K_M"]),
+        (
+            "all-minilm",
+            ["registry.ollama.ai", "library", "all-minilm", "latest"],
+        ),
+        (
+            "all-minilm:latest",
+            ["registry.ollama.ai", "library", "all-minilm", "latest"],
+        ),
+        (
+            "all-minilm:33m",
+            ["registry.ollama.ai", "library", "all-minilm", "33m"],
+        ),
+        (
+            "nomic-embed-text:v1.5",
+            ["registry.ollama.ai", "library", "nomic-embed-text", "v1.5"],
+        ),
+        (
+            "user/model:tag",
+            ["registry.ollama.ai", "user", "model", "tag"],
+        ),
+        (
+            "jina/jina-embeddings-v2-base-en",
+            [
+                "registry.ollama.ai",
+                "jina",
+                "jina-embeddings-v2-base-en",
+                "latest",
+            ],
+        ),
+        (
+            "example.com/ns/model:q8_0",
+            ["example.com", "ns", "model", "q8_0"],
+        ),
+        (
+            "localhost:5000/ns/model",
+            ["localhost:5000", "ns", "model", "latest"],
+        ),
+        (
+            "localhost:5000/ns/model:v2",
+            ["localhost:5000", "ns", "model", "v2"],
+        ),
+        (
+            "https://example.com/ns/model:1",
+            ["example.com", "ns", "model", "1"],
+        ),
+        (
+            "http://example.com/ns/model",
+            ["example.com", "ns", "model", "latest"],
+        ),
+        (
+            "hf.co/bartowski/Model-GGUF:Q4_K_M",
+            ["hf.co", "bartowski", "Model-GGUF", "Q4_K_M"],
+        ),
         ("_x/y_:z-", ["registry.ollama.ai", "_x", "y_", "z-"]),
         ("a..b", ["registry.ollama.ai", "library", "a..b", "latest"]),
     ];
@@ -89,16 +130,25 @@ fn hostile_and_malformed_names_are_invalid() {
 #[test]
 fn very_long_input_is_refused_quickly() {
     let huge = "a/".repeat(1 << 20);
-    assert!(matches!(ModelName::parse(&huge), Err(StoreError::InvalidName(_))));
+    assert!(matches!(
+        ModelName::parse(&huge),
+        Err(StoreError::InvalidName(_))
+    ));
 }
 
 #[test]
 fn short_display_drops_default_parts() {
     let short = |s: &str| ModelName::parse(s).unwrap().display_short();
     assert_eq!(short("all-minilm"), "all-minilm:latest");
-    assert_eq!(short("registry.ollama.ai/library/all-minilm:latest"), "all-minilm:latest");
+    assert_eq!(
+        short("registry.ollama.ai/library/all-minilm:latest"),
+        "all-minilm:latest"
+    );
     assert_eq!(short("user/model:tag"), "user/model:tag");
-    assert_eq!(short("host:1/library/model:tag"), "host:1/library/model:tag");
+    assert_eq!(
+        short("host:1/library/model:tag"),
+        "host:1/library/model:tag"
+    );
     assert_eq!(short("host/ns/model"), "host/ns/model:latest");
 }
 
@@ -118,6 +168,10 @@ fn human_number_matches_ollamas_format() {
         (999, "999"),
         (1_000, "1K"),
         (1_499, "1K"),
+        (1_500, "2K"),
+        (136_727_040, "136.73M"),
+        (8_000_000_000, "8B"),
+        (1_999_999, "2.00M"),
         (110_000, "110K"),
         (1_000_000, "1M"),
         (22_565_376, "22.57M"),

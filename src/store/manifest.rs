@@ -39,7 +39,10 @@ impl Manifest {
             .read_to_string(&mut text)
             .map_err(|e| StoreError::Corrupt(format!("manifest {}: {e}", path.display())))?;
         if text.len() as u64 > MAX_MANIFEST_BYTES {
-            return Err(StoreError::Corrupt(format!("manifest {} is too large", path.display())));
+            return Err(StoreError::Corrupt(format!(
+                "manifest {} is too large",
+                path.display()
+            )));
         }
         serde_json::from_str(&text)
             .map_err(|e| StoreError::Corrupt(format!("manifest {}: {e}", path.display())))
@@ -47,25 +50,35 @@ impl Manifest {
 
     /// The layer holding the GGUF file.
     pub fn model_layer(&self) -> Option<&Layer> {
-        self.layers.iter().find(|l| l.media_type == MODEL_MEDIA_TYPE)
+        self.layers
+            .iter()
+            .find(|l| l.media_type == MODEL_MEDIA_TYPE)
     }
 
     /// Every blob this manifest refers to (config included).
     pub fn digests(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(self.config.digest.as_str()).chain(self.layers.iter().map(|l| l.digest.as_str()))
+        std::iter::once(self.config.digest.as_str())
+            .chain(self.layers.iter().map(|l| l.digest.as_str()))
     }
 }
 
 /// The hex part of `sha256:<64 lower-case hex>`, or `None` if `digest` is not exactly that
 /// (a digest becomes a file name, so nothing else may pass).
 pub fn sha256_hex(digest: &str) -> Option<&str> {
-    let hex = digest.strip_prefix("sha256:").or_else(|| digest.strip_prefix("sha256-"))?;
-    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))).then_some(hex)
+    let hex = digest
+        .strip_prefix("sha256:")
+        .or_else(|| digest.strip_prefix("sha256-"))?;
+    (hex.len() == 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    .then_some(hex)
 }
 
 /// `<root>/blobs/sha256-<hex>` for a validated digest.
 pub fn blob_path(root: &Path, digest: &str) -> Result<PathBuf, StoreError> {
-    let hex = sha256_hex(digest).ok_or_else(|| StoreError::Corrupt(format!("invalid blob digest {digest:?}")))?;
+    let hex = sha256_hex(digest)
+        .ok_or_else(|| StoreError::Corrupt(format!("invalid blob digest {digest:?}")))?;
     Ok(root.join("blobs").join(format!("sha256-{hex}")))
 }
 

@@ -105,7 +105,11 @@ pub struct Store {
 impl Store {
     /// Roots from `QUIVER_MODELS`, then `OLLAMA_MODELS` or `~/.ollama/models`.
     pub fn from_env(bundled: Option<&'static [u8]>) -> Store {
-        let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let var = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         let mut roots = Vec::new();
         roots.extend(var("QUIVER_MODELS"));
         match var("OLLAMA_MODELS") {
@@ -171,7 +175,7 @@ impl Store {
                 out.push(entry);
             }
         }
-        out.sort_by(|a, b| b.modified.cmp(&a.modified));
+        out.sort_by_key(|e| std::cmp::Reverse(e.modified));
         Ok(out)
     }
 
@@ -182,12 +186,15 @@ impl Store {
             StoreError::Io("no model directory: set QUIVER_MODELS or HOME".to_string())
         })?;
         // The file must be a GGUF that parses before anything is written.
-        let file = GgufFile::open(gguf).map_err(|e| StoreError::Corrupt(format!("{}: {e}", gguf.display())))?;
+        let file = GgufFile::open(gguf)
+            .map_err(|e| StoreError::Corrupt(format!("{}: {e}", gguf.display())))?;
         let config = config_json(&file);
         drop(file);
 
+        let _lock = lock_root(root)?;
         let src = std::fs::File::open(gguf).map_err(|e| manifest::io_err(gguf, e))?;
-        let (model_digest, model_size) = manifest::write_blob(root, &mut std::io::BufReader::new(src))?;
+        let (model_digest, model_size) =
+            manifest::write_blob(root, &mut std::io::BufReader::new(src))?;
         let config = serde_json::json!({
             "model_format": "gguf",
             "model_family": config.0,
@@ -196,7 +203,8 @@ impl Store {
             "file_type": config.2,
             "rootfs": {"type": "layers", "diff_ids": [model_digest]},
         });
-        let config_bytes = serde_json::to_vec(&config).map_err(|e| StoreError::Io(e.to_string()))?;
+        let config_bytes =
+            serde_json::to_vec(&config).map_err(|e| StoreError::Io(e.to_string()))?;
         let (config_digest, config_size) = manifest::write_blob(root, &mut &config_bytes[..])?;
         let m = Manifest {
             schema_version: 2,
@@ -206,7 +214,11 @@ impl Store {
                 digest: config_digest,
                 size: config_size,
             },
-            layers: vec![Layer { media_type: MODEL_MEDIA_TYPE.to_string(), digest: model_digest, size: model_size }],
+            layers: vec![Layer {
+                media_type: MODEL_MEDIA_TYPE.to_string(),
+                digest: model_digest,
+                size: model_size,
+            }],
         };
         let json = serde_json::to_vec(&m).map_err(|e| StoreError::Io(e.to_string()))?;
 
@@ -238,6 +250,7 @@ impl Store {
         let parsed = ModelName::parse(name)?;
         for root in &self.roots {
             if let Some((_, path)) = find_manifest(root, &parsed) {
+                let _lock = lock_root(root)?;
                 let m = Manifest::read(&path);
                 std::fs::remove_file(&path).map_err(|e| manifest::io_err(&path, e))?;
                 prune_empty_dirs(root, &path);
@@ -267,6 +280,22 @@ impl Store {
             modified: bundled::modified(),
         })
     }
+}
+
+/// Holds `<root>/.quiver-lock` exclusively until the returned file is dropped, so that one
+/// Quiver process's `remove` (which prunes directories and collects unreferenced blobs) cannot
+/// run between another's writing a blob and writing the manifest that refers to it.
+fn lock_root(root: &Path) -> Result<std::fs::File, StoreError> {
+    std::fs::create_dir_all(root).map_err(|e| manifest::io_err(root, e))?;
+    let path = root.join(".quiver-lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| manifest::io_err(&path, e))?;
+    f.lock().map_err(|e| manifest::io_err(&path, e))?;
+    Ok(f)
 }
 
 /// `<root>/manifests/<host>/<namespace>/<model>` for a validated name.
@@ -300,14 +329,24 @@ fn find_manifest(root: &Path, name: &ModelName) -> Option<(ModelName, PathBuf)> 
         found.push(hit);
     }
     let [host, namespace, model, tag]: [String; 4] = found.try_into().ok()?;
-    Some((ModelName { host, namespace, model, tag }, dir))
+    Some((
+        ModelName {
+            host,
+            namespace,
+            model,
+            tag,
+        },
+        dir,
+    ))
 }
 
 /// Every `(name, manifest path)` under `<root>/manifests`, skipping entries whose path does
 /// not spell a valid name.
 fn walk_manifests(root: &Path) -> Vec<(ModelName, PathBuf)> {
     fn subdirs(dir: &Path, want_files: bool) -> Vec<(String, PathBuf)> {
-        let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
         let mut v: Vec<(String, PathBuf)> = rd
             .flatten()
             .filter_map(|e| {
@@ -328,7 +367,9 @@ fn walk_manifests(root: &Path) -> Vec<(ModelName, PathBuf)> {
                     if let Ok(name) = ModelName::parse(&format!("{host}/{ns}/{model}:{tag}")) {
                         // The parse must give back exactly these parts (no scheme stripped,
                         // nothing re-split), or the entry is not a model's manifest.
-                        if name.parts() == [host.as_str(), ns.as_str(), model.as_str(), tag.as_str()] {
+                        if name.parts()
+                            == [host.as_str(), ns.as_str(), model.as_str(), tag.as_str()]
+                        {
                             out.push((name, tp));
                         }
                     }
@@ -339,17 +380,32 @@ fn walk_manifests(root: &Path) -> Vec<(ModelName, PathBuf)> {
     out
 }
 
-fn entry_from_manifest(root: &Path, name: ModelName, path: &Path) -> Result<ModelEntry, StoreError> {
+fn entry_from_manifest(
+    root: &Path,
+    name: ModelName,
+    path: &Path,
+) -> Result<ModelEntry, StoreError> {
     let m = Manifest::read(path)?;
     let layer = m.model_layer().ok_or_else(|| {
         StoreError::Corrupt(format!("manifest {} has no model layer", path.display()))
     })?;
     let blob = manifest::blob_path(root, &layer.digest)?;
-    let meta = std::fs::metadata(&blob)
-        .map_err(|e| StoreError::Corrupt(format!("model blob {} of {}: {e}", blob.display(), name)))?;
-    let modified = std::fs::metadata(path).and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
-    let digest = manifest::sha256_hex(&layer.digest).unwrap_or_default().to_string();
-    Ok(ModelEntry { name, source: ModelSource::File(blob), digest, size: meta.len(), modified })
+    let meta = std::fs::metadata(&blob).map_err(|e| {
+        StoreError::Corrupt(format!("model blob {} of {}: {e}", blob.display(), name))
+    })?;
+    let modified = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let digest = manifest::sha256_hex(&layer.digest)
+        .unwrap_or_default()
+        .to_string();
+    Ok(ModelEntry {
+        name,
+        source: ModelSource::File(blob),
+        digest,
+        size: meta.len(),
+        modified,
+    })
 }
 
 /// Removes the manifest's now-empty model, namespace and host directories.
@@ -396,11 +452,20 @@ fn config_json(file: &GgufFile) -> (String, String, String) {
 /// A name for a model given by file path: its file stem with anything Ollama would not accept
 /// turned into `-`.
 fn name_for_file(path: &Path) -> ModelName {
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let mut model: String = stem
         .chars()
         .take(80)
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     if !model.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
         model.insert(0, '_');

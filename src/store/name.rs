@@ -50,7 +50,11 @@ fn check_part(kind: Part, s: &str, whole: &str) -> Result<(), StoreError> {
         return bad(format!("the {} is empty", kind.label()));
     }
     if s.len() > kind.max_len() {
-        return bad(format!("the {} is longer than {} characters", kind.label(), kind.max_len()));
+        return bad(format!(
+            "the {} is longer than {} characters",
+            kind.label(),
+            kind.max_len()
+        ));
     }
     for (i, c) in s.chars().enumerate() {
         let ok = match c {
@@ -72,9 +76,14 @@ fn check_part(kind: Part, s: &str, whole: &str) -> Result<(), StoreError> {
 pub(super) fn parse(s: &str) -> Result<ModelName, StoreError> {
     if s.len() > MAX_HOST_LEN + 3 * (MAX_PART_LEN + 1) + "https://".len() {
         let shown: String = s.chars().take(40).collect();
-        return Err(StoreError::InvalidName(format!("{shown:?}…: the name is too long")));
+        return Err(StoreError::InvalidName(format!(
+            "{shown:?}…: the name is too long"
+        )));
     }
-    let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://")).unwrap_or(s);
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .unwrap_or(s);
 
     // A tag follows the last ':' only when it comes after the last '/': otherwise the ':' is a
     // host's port (`localhost:5000/ns/model`).
@@ -125,7 +134,10 @@ impl ModelName {
 
     /// Ollama's case-insensitive equality (`Mistral` and `mistral` are the same model).
     pub fn eq_fold(&self, other: &ModelName) -> bool {
-        self.parts().iter().zip(other.parts()).all(|(a, b)| a.eq_ignore_ascii_case(b))
+        self.parts()
+            .iter()
+            .zip(other.parts())
+            .all(|(a, b)| a.eq_ignore_ascii_case(b))
     }
 
     /// The name in lower case, the way current Ollama versions lay it out on disk.
