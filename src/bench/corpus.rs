@@ -179,4 +179,23 @@ mod tests {
         assert_eq!(v["queries"].as_array().unwrap().len(), N_QUERIES);
         assert_eq!(v["passages"][3].as_str().unwrap(), c.passages[3]);
     }
+
+    /// Every word is one WordPiece token of all-minilm's vocabulary, so passages are exactly
+    /// `PASSAGE_TOKENS` + [CLS] + [SEP] tokens and queries 10 words + "?" + 2.
+    #[test]
+    fn token_counts_with_the_real_tokenizer() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/all-minilm-f16.gguf");
+        let file = crate::gguf::GgufFile::open(std::path::Path::new(path)).unwrap();
+        let tok = crate::tokenizer::from_gguf(&file.header).unwrap();
+        for w in WORDS.iter().chain(QUESTION_WORDS) {
+            assert_eq!(tok.tokenize(w).len(), 1, "{w:?} is not one token");
+        }
+        let c = Corpus::fixed();
+        for p in &c.passages {
+            assert_eq!(tok.encode(p).len(), PASSAGE_TOKENS + 2);
+        }
+        for q in &c.queries {
+            assert_eq!(tok.encode(q).len(), QUERY_WORDS + 3);
+        }
+    }
 }

@@ -61,6 +61,9 @@ pub fn main_args_with(args: &[String], bundled: Option<&'static [u8]>) -> Result
         return std::fs::write(path, Corpus::fixed().to_json())
             .map_err(|e| format!("cannot write {}: {e}", path.display()));
     }
+    if let Some(addr) = opts.serve {
+        return serve_only(&opts, addr).map_err(|e| e.to_string());
+    }
     let json = opts.json.clone();
     let report = run(opts).map_err(|e| e.to_string())?;
     print!("{report}");
@@ -101,34 +104,30 @@ pub fn run(opts: BenchOptions) -> Result<BenchReport, BenchError> {
     }
 
     if opts.http {
-        match http_target(&opts)? {
-            Err(why) => report.notes.push(why),
-            Ok(target) => {
-                let name = target.model.as_str();
-                for spec in &specs {
-                    let row = over_http::throughput(target.addr, name, &corpus, target.threads, spec)?;
-                    progress(&row);
-                    report.rows.push(row);
-                }
-                report.latency.push(over_http::latency(
-                    target.addr,
-                    name,
-                    &corpus,
-                    target.threads,
-                    opts.latency_requests,
-                )?);
-                if opts.concurrency > 0 {
-                    report.concurrency = Some(over_http::concurrency(
-                        target.addr,
-                        name,
-                        &corpus,
-                        opts.concurrency,
-                        opts.reps,
-                    )?);
-                }
-                target.stop();
-            }
+        let target = http_target(&opts, None)?;
+        let name = target.model.as_str();
+        for spec in &specs {
+            let row = over_http::throughput(target.addr, name, &corpus, target.threads, spec)?;
+            progress(&row);
+            report.rows.push(row);
         }
+        report.latency.push(over_http::latency(
+            target.addr,
+            name,
+            &corpus,
+            target.threads,
+            opts.latency_requests,
+        )?);
+        if opts.concurrency > 0 {
+            report.concurrency = Some(over_http::concurrency(
+                target.addr,
+                name,
+                &corpus,
+                opts.concurrency,
+                opts.reps,
+            )?);
+        }
+        target.stop();
     }
     Ok(report)
 }
@@ -190,37 +189,96 @@ fn load_model(opts: &BenchOptions) -> Result<Model, BenchError> {
     Model::load(file, Arc::new(Cpu)).map_err(|e| err(&e))
 }
 
-/// The server the HTTP measurements talk to.
+/// The server the HTTP measurements talk to: one given by `--url`, or one started in process.
 struct Target {
     addr: SocketAddr,
     model: String,
+    /// Compute threads of the server, when we know them (in process: the global rayon pool).
     threads: Option<usize>,
+    server: Option<InProcess>,
+}
+
+/// A server this process started, and the scratch store it serves from.
+struct InProcess {
+    server: crate::server::RunningServer,
+    scratch: Option<std::path::PathBuf>,
 }
 
 impl Target {
-    fn stop(self) {}
+    fn stop(self) {
+        if let Some(p) = self.server {
+            p.server.shutdown();
+            if let Some(dir) = p.scratch {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
 }
 
-/// `Ok(Err(why))` when there is no server to measure (a note in the report, not a failure).
-fn http_target(opts: &BenchOptions) -> Result<Result<Target, String>, BenchError> {
-    let Some(url) = &opts.url else {
-        return Ok(Err("HTTP path not available: the in-process server (quiver::server::start) \
-                       is not in this build yet; pass --url to measure a running server"
-            .into()));
+/// The name the model has in the scratch store when `--model` is a `.gguf` path.
+const SCRATCH_NAME: &str = "quiver-bench";
+
+/// `--url`: that server. Otherwise `quiver::server::start` on `addr` (port 0: any free port)
+/// with keep_alive forever. A `.gguf` path is copied into a scratch store under the temp dir
+/// (the server serves names, not paths) and removed again by [`Target::stop`].
+fn http_target(opts: &BenchOptions, addr: Option<SocketAddr>) -> Result<Target, BenchError> {
+    if let Some(url) = &opts.url {
+        let (addr, _) = http::parse_addr(url).map_err(|e| BenchError::Setup(e.to_string()))?;
+        let model = opts.http_model.clone().unwrap_or_else(|| {
+            if opts.model.ends_with(".gguf") {
+                crate::store::bundled::NAME.to_string()
+            } else {
+                opts.model.clone()
+            }
+        });
+        return Ok(Target {
+            addr,
+            model,
+            threads: None,
+            server: None,
+        });
+    }
+    let setup = |e: &dyn fmt::Display| BenchError::Setup(e.to_string());
+    let (store, model, scratch) = if opts.model.to_ascii_lowercase().ends_with(".gguf") {
+        let dir = std::env::temp_dir().join(format!("quiver-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| setup(&e))?;
+        let store = crate::store::Store::new(vec![dir.clone()], opts.bundled);
+        store
+            .create(SCRATCH_NAME, std::path::Path::new(&opts.model))
+            .map_err(|e| BenchError::Model(format!("{}: {e}", opts.model)))?;
+        (store, SCRATCH_NAME.to_string(), Some(dir))
+    } else {
+        let name = opts.http_model.clone().unwrap_or_else(|| opts.model.clone());
+        (crate::store::Store::from_env(opts.bundled), name, None)
     };
-    let (addr, _) = http::parse_addr(url).map_err(|e| BenchError::Setup(e.to_string()))?;
-    let model = opts.http_model.clone().unwrap_or_else(|| {
-        if opts.model.ends_with(".gguf") {
-            crate::store::bundled::NAME.to_string()
-        } else {
-            opts.model.clone()
-        }
-    });
-    Ok(Ok(Target {
-        addr,
+    let config = crate::server::ServerConfig {
+        addr: addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+        keep_alive_default: None,
+        ..Default::default()
+    };
+    let server = crate::server::start(config, Arc::new(store)).map_err(|e| setup(&e))?;
+    Ok(Target {
+        addr: server.addr,
         model,
-        threads: None,
-    }))
+        threads: Some(rayon::current_num_threads()),
+        server: Some(InProcess { server, scratch }),
+    })
+}
+
+/// `--serve ADDR`: only the server, in process, until SIGINT or SIGTERM, so a script can
+/// measure it from outside (`--url`) and read its peak RSS from /proc.
+fn serve_only(opts: &BenchOptions, addr: SocketAddr) -> Result<(), BenchError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| BenchError::Setup(format!("signals: {e}")))?;
+    let target = http_target(opts, Some(addr))?;
+    eprintln!(
+        "quiver bench: serving {} ({}) on http://{} until SIGTERM",
+        target.model, opts.model, target.addr
+    );
+    signals.forever().next();
+    target.stop();
+    Ok(())
 }
 
 #[cfg(test)]

@@ -38,6 +38,8 @@ pub struct BenchOptions {
     pub json: Option<PathBuf>,
     /// Write the corpus as JSON here and measure nothing (for the anchor scripts).
     pub dump_corpus: Option<PathBuf>,
+    /// Only serve (in process, on this address) until SIGTERM; measure nothing.
+    pub serve: Option<std::net::SocketAddr>,
     /// The bundled model's bytes, when the binary carries them (answers `all-minilm`).
     pub bundled: Option<&'static [u8]>,
 }
@@ -61,6 +63,7 @@ impl Default for BenchOptions {
             concurrency: 32,
             json: None,
             dump_corpus: None,
+            serve: None,
             bundled: None,
         }
     }
@@ -82,7 +85,9 @@ usage: quiver bench [options]
   --latency-requests N  single-query requests for median/p90 latency (default 50)
   --concurrency N       clients in the concurrency test, 0 to skip (default 32)
   --json FILE           also write the report as JSON
-  --dump-corpus FILE    write the benchmark corpus as JSON and exit";
+  --dump-corpus FILE    write the benchmark corpus as JSON and exit
+  --serve ADDR          only start the server on ADDR (127.0.0.1:PORT) until SIGTERM,
+                        for --url runs and RSS readings from another process";
 
 /// Parses `quiver bench` arguments (everything after `bench`).
 pub fn parse_args(args: &[String]) -> Result<BenchOptions, String> {
@@ -124,6 +129,13 @@ pub fn parse_args(args: &[String]) -> Result<BenchOptions, String> {
                     .map_err(|_| format!("{flag}: {v:?} is not a number"))?;
             }
             "--json" => o.json = Some(value()?.into()),
+            "--serve" => {
+                let v = value()?;
+                o.serve = Some(
+                    v.parse()
+                        .map_err(|_| format!("--serve: {v:?} is not an address like 127.0.0.1:8080"))?,
+                );
+            }
             "--dump-corpus" => o.dump_corpus = Some(value()?.into()),
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown option {other:?}\n{USAGE}")),
