@@ -130,7 +130,11 @@ fn passage(rng: &mut SplitMix64) -> String {
     let mut tokens = 0;
     while tokens < PASSAGE_TOKENS {
         let room = PASSAGE_TOKENS - tokens - 1; // keep one token for the full stop
-        let len = (8 + rng.below(13)).min(room.max(1));
+        let mut len = (8 + rng.below(13)).min(room);
+        if room - len == 1 {
+            // One token left over would be a sentence of nothing but a full stop.
+            len = if len > 1 { len - 1 } else { len + 1 };
+        }
         let mut sentence: Vec<String> = (0..len).map(|_| rng.pick(WORDS).to_string()).collect();
         let mut first = sentence[0].chars();
         if let Some(c) = first.next() {
