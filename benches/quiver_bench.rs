@@ -4,7 +4,10 @@
 
 fn main() -> std::process::ExitCode {
     // `cargo bench` appends `--bench` to the arguments of harness-less targets.
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     match quiver::bench::main_args(&args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

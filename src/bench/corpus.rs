@@ -6,6 +6,7 @@ use serde::Serialize;
 
 /// Common English words, each a single token in BERT's uncased WordPiece vocabulary, so a
 /// passage's token count is close to its word count plus punctuation (see the test below).
+#[rustfmt::skip]
 const WORDS: &[&str] = &[
     "the", "of", "and", "to", "in", "is", "was", "for", "that", "with", "as", "on", "by", "at",
     "from", "his", "her", "their", "an", "are", "were", "which", "this", "be", "has", "had",

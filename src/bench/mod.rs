@@ -248,7 +248,10 @@ fn http_target(opts: &BenchOptions, addr: Option<SocketAddr>) -> Result<Target, 
             .map_err(|e| BenchError::Model(format!("{}: {e}", opts.model)))?;
         (store, SCRATCH_NAME.to_string(), Some(dir))
     } else {
-        let name = opts.http_model.clone().unwrap_or_else(|| opts.model.clone());
+        let name = opts
+            .http_model
+            .clone()
+            .unwrap_or_else(|| opts.model.clone());
         (crate::store::Store::from_env(opts.bundled), name, None)
     };
     let config = crate::server::ServerConfig {

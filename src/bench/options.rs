@@ -131,10 +131,9 @@ pub fn parse_args(args: &[String]) -> Result<BenchOptions, String> {
             "--json" => o.json = Some(value()?.into()),
             "--serve" => {
                 let v = value()?;
-                o.serve = Some(
-                    v.parse()
-                        .map_err(|_| format!("--serve: {v:?} is not an address like 127.0.0.1:8080"))?,
-                );
+                o.serve = Some(v.parse().map_err(|_| {
+                    format!("--serve: {v:?} is not an address like 127.0.0.1:8080")
+                })?);
             }
             "--dump-corpus" => o.dump_corpus = Some(value()?.into()),
             "-h" | "--help" => return Err(USAGE.to_string()),
@@ -154,12 +153,16 @@ const MAX_COUNT: usize = 65_536;
 fn parse_positive(flag: &str, v: &str) -> Result<usize, String> {
     match v.parse::<usize>() {
         Ok(n) if (1..=MAX_COUNT).contains(&n) => Ok(n),
-        _ => Err(format!("{flag}: {v:?} is not a number from 1 to {MAX_COUNT}")),
+        _ => Err(format!(
+            "{flag}: {v:?} is not a number from 1 to {MAX_COUNT}"
+        )),
     }
 }
 
 fn parse_list(flag: &str, v: &str) -> Result<Vec<usize>, String> {
-    v.split(',').map(|s| parse_positive(flag, s.trim())).collect()
+    v.split(',')
+        .map(|s| parse_positive(flag, s.trim()))
+        .collect()
 }
 
 fn parse_threads(v: &str) -> Result<Vec<usize>, String> {
