@@ -64,4 +64,5 @@ else
     echo "skipped llama-server: $LLAMA_SERVER not found" >&2
 fi
 
+echo "machine: $(nproc) cores, load average at the end: $(cut -d" " -f1-3 /proc/loadavg)"
 python3 scripts/bench_table.py "$OUT"
