@@ -39,7 +39,7 @@ fn library_and_http_paths_measure_the_same_work() {
     }
     assert!(report.rows.iter().any(|r| r.path == Path::Http));
     assert_eq!(report.latency.len(), 2);
-    let c = report.concurrency.expect("concurrency measured");
+    let c = report.concurrency.as_ref().expect("concurrency measured");
     assert_eq!(c.queries, 2 * 4);
     assert!(c.ratio > 0.0 && c.ratio.is_finite());
     // The table and the JSON both render.
