@@ -54,6 +54,6 @@ fn a_missing_model_is_an_error_not_a_panic() {
         model: "/nonexistent/model.gguf".into(),
         ..BenchOptions::default()
     };
-    let e = run(opts).err().expect("an error");
+    let e = run(opts).expect_err("an error");
     assert!(e.to_string().contains("/nonexistent/model.gguf"), "{e}");
 }
