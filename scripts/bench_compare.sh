@@ -60,6 +60,13 @@ if [ -x "$LLAMA_SERVER" ]; then
     LLAMA_SERVER_LOG="$OUT/llama-server.log" python3 scripts/bench_llama_server.py \
         "$LLAMA_SERVER" fixtures/all-minilm-f16.gguf "$OUT/corpus.json" \
         --threads "$THREADS" --reps "$REPS" --query-batches 32,256 --json "$OUT/llama.json" >/dev/null
+    # Second configuration: llama.cpp attends over the whole ubatch (masked), so 32 passages of
+    # 250 tokens in one 8192-token ubatch waste most of the attention work; 4 slots of 512 and
+    # -ub 1024 are its better setting for passages (and worse for short queries).
+    LLAMA_SERVER_LOG="$OUT/llama-server-np4.log" python3 scripts/bench_llama_server.py \
+        "$LLAMA_SERVER" fixtures/all-minilm-f16.gguf "$OUT/corpus.json" \
+        --threads "$THREADS" --reps "$REPS" --query-batches 32,256 \
+        --parallel 4 --ctx 2048 --ubatch 1024 --json "$OUT/llama-np4.json" >/dev/null
 else
     echo "skipped llama-server: $LLAMA_SERVER not found" >&2
 fi

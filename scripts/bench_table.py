@@ -37,9 +37,11 @@ st = load("st.json")
 if st:
     st["model_bytes"] = None
     engines.append(("sentence-transformers fp32 (in process)", st))
-ll = load("llama.json")
-if ll:
-    engines.append(("llama-server F16 (HTTP)", ll))
+for f, label in [("llama.json", "llama-server F16 (HTTP, -np 32 -c 16384 -ub 8192)"),
+                 ("llama-np4.json", "llama-server F16 (HTTP, -np 4 -c 2048 -ub 1024)")]:
+    ll = load(f)
+    if ll:
+        engines.append((label, ll))
 
 print("| engine | queries/s b32 | queries/s b256 | passages/s b64 | 1-query median ms | p90 ms "
       "| peak RSS MiB | model MiB |")
