@@ -80,7 +80,8 @@ pub fn run(opts: BenchOptions) -> Result<BenchReport, BenchError> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut report = BenchReport {
         model: opts.model.clone(),
-        quantization: String::new(),
+        // Known once the model is loaded here; an HTTP-only run never loads it in this process.
+        quantization: "not loaded here".into(),
         cores,
         rows: Vec::new(),
         latency: Vec::new(),
