@@ -5,6 +5,7 @@
 
 pub mod arch;
 pub mod backend;
+pub mod bench;
 pub mod cli;
 pub mod embed;
 pub mod engine;

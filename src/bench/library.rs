@@ -1,0 +1,108 @@
+//! The library path: `Model::embed` (tokenize + forward + pool + normalise) inside a dedicated
+//! rayon pool of N threads, so the thread count is exactly what the row says.
+
+use super::corpus::{Corpus, Kind};
+use super::report::{Latency, Path, Row};
+use super::{plan, stats, BenchError};
+use crate::model::Model;
+use std::time::{Duration, Instant};
+
+pub struct Spec {
+    pub kind: Kind,
+    pub batch: usize,
+    pub min_items: usize,
+    pub reps: usize,
+}
+
+fn pool(threads: usize) -> Result<rayon::ThreadPool, BenchError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| BenchError::Setup(format!("cannot start {threads} threads: {e}")))
+}
+
+fn embed(model: &Model, texts: &[&str]) -> Result<(), BenchError> {
+    let v = model
+        .embed(texts)
+        .map_err(|e| BenchError::Run(e.to_string()))?;
+    if v.len() != texts.len() {
+        return Err(BenchError::Run(format!(
+            "{} texts gave {} vectors",
+            texts.len(),
+            v.len()
+        )));
+    }
+    Ok(())
+}
+
+pub fn throughput(
+    model: &Model,
+    corpus: &Corpus,
+    threads: usize,
+    spec: &Spec,
+) -> Result<Row, BenchError> {
+    let batches = plan(corpus.texts(spec.kind), spec.batch, spec.min_items);
+    let items: usize = batches.iter().map(Vec::len).sum();
+    let tokens: usize = batches
+        .iter()
+        .flatten()
+        .map(|t| model.prepare(t, None, true).map_or(0, |ids| ids.len()))
+        .sum();
+    let pool = pool(threads)?;
+    let times = pool.install(|| -> Result<Vec<Duration>, BenchError> {
+        embed(model, &batches[0])?; // warm-up: page in weights, size the arenas
+        let mut times = Vec::with_capacity(spec.reps);
+        for _ in 0..spec.reps {
+            let t0 = Instant::now();
+            for b in &batches {
+                embed(model, b)?;
+            }
+            times.push(t0.elapsed());
+        }
+        Ok(times)
+    })?;
+    let median_s = stats::median(&times).unwrap_or_default().as_secs_f64();
+    Ok(Row {
+        path: Path::Library,
+        kind: spec.kind,
+        batch: spec.batch,
+        threads: Some(threads),
+        items,
+        tokens,
+        reps: spec.reps,
+        median_s,
+        embeddings_per_s: items as f64 / median_s,
+        tokens_per_s: tokens as f64 / median_s,
+    })
+}
+
+/// One query at a time, `requests` of them after a warm-up.
+pub fn latency(
+    model: &Model,
+    corpus: &Corpus,
+    threads: usize,
+    requests: usize,
+) -> Result<Latency, BenchError> {
+    let pool = pool(threads)?;
+    let times = pool.install(|| -> Result<Vec<Duration>, BenchError> {
+        embed(model, &[corpus.queries[0].as_str()])?;
+        let mut times = Vec::with_capacity(requests);
+        for q in corpus.queries.iter().cycle().take(requests) {
+            let t0 = Instant::now();
+            embed(model, &[q.as_str()])?;
+            times.push(t0.elapsed());
+        }
+        Ok(times)
+    })?;
+    Ok(Latency {
+        path: Path::Library,
+        threads: Some(threads),
+        requests,
+        median_ms: ms(stats::median(&times)),
+        p90_ms: ms(stats::quantile(&times, 0.9)),
+    })
+}
+
+pub(super) fn ms(d: Option<Duration>) -> f64 {
+    d.unwrap_or_default().as_secs_f64() * 1e3
+}

@@ -1,0 +1,59 @@
+//! `quiver::bench::run` end to end on the committed F16 model, tiny sizes: the library path,
+//! the in-process HTTP server path, latency and the concurrency test all produce sane numbers.
+
+use quiver::bench::report::Path;
+use quiver::bench::{run, BenchOptions, Kind};
+
+#[test]
+fn library_and_http_paths_measure_the_same_work() {
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/all-minilm-f16.gguf");
+    let opts = BenchOptions {
+        model: model.into(),
+        threads: vec![1],
+        batches: vec![2],
+        passage_batches: vec![1],
+        reps: 1,
+        min_queries: 4,
+        min_passages: 1,
+        http: true,
+        latency_requests: 3,
+        concurrency: 2,
+        ..BenchOptions::default()
+    };
+    let report = run(opts).expect("bench runs");
+    assert_eq!(report.quantization, "F16");
+    // Library and HTTP rows for queries (batch 2) and passages (batch 1).
+    assert_eq!(report.rows.len(), 4, "{report}");
+    for r in &report.rows {
+        assert!(
+            r.embeddings_per_s.is_finite() && r.embeddings_per_s > 0.0,
+            "{report}"
+        );
+        let (items, tokens) = match r.kind {
+            Kind::Query => (4, 4 * 13),
+            Kind::Passage => (1, 250),
+        };
+        assert_eq!(r.items, items, "{report}");
+        // Over HTTP the token count is the server's prompt_eval_count: the same tokenizer.
+        assert_eq!(r.tokens, tokens, "{:?} {report}", r.path);
+    }
+    assert!(report.rows.iter().any(|r| r.path == Path::Http));
+    assert_eq!(report.latency.len(), 2);
+    let c = report.concurrency.as_ref().expect("concurrency measured");
+    assert_eq!(c.queries, 2 * 4);
+    assert!(c.ratio > 0.0 && c.ratio.is_finite());
+    // The table and the JSON both render.
+    assert!(report.to_string().contains("http"));
+    let v: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+    assert_eq!(v["rows"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn a_missing_model_is_an_error_not_a_panic() {
+    let opts = BenchOptions {
+        model: "/nonexistent/model.gguf".into(),
+        ..BenchOptions::default()
+    };
+    let e = run(opts).expect_err("an error");
+    assert!(e.to_string().contains("/nonexistent/model.gguf"), "{e}");
+}
