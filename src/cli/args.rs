@@ -23,6 +23,10 @@ pub enum Command {
     Rm {
         names: Vec<String>,
     },
+    /// `quiver bench …`: its own flags, parsed by `quiver::bench`.
+    Bench {
+        args: Vec<String>,
+    },
 }
 
 pub const USAGE: &str = "\
@@ -39,6 +43,7 @@ Commands:
   ps          List models the running server has loaded
   create      Add a GGUF file to the store: quiver create NAME -f FILE.gguf
   rm          Remove models from the store: quiver rm NAME...
+  bench       Measure embeddings/s and tokens/s: quiver bench [--model M] [--http] [--json F]
   help        Show this help
 
 Flags:
@@ -62,6 +67,7 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
     let command = match first.as_str() {
         "-h" | "--help" | "help" => return Ok(Command::Help),
         "-v" | "--version" | "version" => return Ok(Command::Version),
+        "bench" => return Ok(Command::Bench { args: rest.to_vec() }),
         _ if wants_help => return Ok(Command::Help),
         "serve" | "start" => {
             no_more(rest)?;

@@ -45,6 +45,7 @@ pub fn run(args: Vec<String>, bundled: Option<&'static [u8]>) -> CliResult {
             Ok(())
         }
         Command::Serve => serve(store()),
+        Command::Bench { args } => Ok(crate::bench::main_args_with(&args, bundled)?),
         Command::Embed { model, texts } => embed::run(&store(), &model, texts),
         Command::Show { model } => show::run(&store(), &model),
         Command::List => tables::list(),
