@@ -147,11 +147,11 @@ mod tests {
         let out = pool(&hidden, 2, &[0..2, 2..3], Pooling::Mean);
         assert_eq!(out, vec![vec![2.0, 3.0], vec![10.0, 20.0]]);
         assert_eq!(
-            pool(&hidden, 2, &[0..2], Pooling::Cls),
+            pool(&hidden, 2, std::slice::from_ref(&(0..2)), Pooling::Cls),
             vec![vec![1.0, 2.0]]
         );
         assert_eq!(
-            pool(&hidden, 2, &[0..3], Pooling::Last),
+            pool(&hidden, 2, std::slice::from_ref(&(0..3)), Pooling::Last),
             vec![vec![10.0, 20.0]]
         );
     }

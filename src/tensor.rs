@@ -93,7 +93,7 @@ impl DType {
     /// overflows).
     pub fn bytes_for(self, n: u64) -> Option<u64> {
         let (elems, bytes) = self.block();
-        if n % elems as u64 != 0 {
+        if !n.is_multiple_of(elems as u64) {
             return None;
         }
         (n / elems as u64).checked_mul(bytes as u64)

@@ -162,13 +162,27 @@ fn batching_does_not_change_vectors() {
 #[test]
 fn text_to_vector_end_to_end() {
     // Tokenizer + forward + pooling + normalisation, from the raw input strings.
-    let model = Model::load(GgufFile::open(&fixture("all-minilm-f16.gguf")).unwrap(), Arc::new(Cpu)).unwrap();
+    let model = Model::load(
+        GgufFile::open(&fixture("all-minilm-f16.gguf")).unwrap(),
+        Arc::new(Cpu),
+    )
+    .unwrap();
     let cases = cases();
     let texts: Vec<&str> = cases.iter().map(|c| c.input.as_str()).collect();
     let vectors = model.embed(&texts).unwrap();
     for (c, v) in cases.iter().zip(&vectors) {
-        assert_eq!(model.tokenize(&c.input), c.ids, "token ids of {:?}", c.input);
+        assert_eq!(
+            model.tokenize(&c.input),
+            c.ids,
+            "token ids of {:?}",
+            c.input
+        );
         assert!((norm(v) - 1.0).abs() < 1e-5);
-        assert!(cosine(v, &c.pytorch) >= 0.9999, "{:?}: cosine {}", c.input, cosine(v, &c.pytorch));
+        assert!(
+            cosine(v, &c.pytorch) >= 0.9999,
+            "{:?}: cosine {}",
+            c.input,
+            cosine(v, &c.pytorch)
+        );
     }
 }

@@ -67,7 +67,11 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
     let command = match first.as_str() {
         "-h" | "--help" | "help" => return Ok(Command::Help),
         "-v" | "--version" | "version" => return Ok(Command::Version),
-        "bench" => return Ok(Command::Bench { args: rest.to_vec() }),
+        "bench" => {
+            return Ok(Command::Bench {
+                args: rest.to_vec(),
+            })
+        }
         _ if wants_help => return Ok(Command::Help),
         "serve" | "start" => {
             no_more(rest)?;
