@@ -201,10 +201,7 @@ impl Model {
     }
 
     fn whole_path(&self) -> Option<Arc<dyn WholeForward>> {
-        self.whole
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.whole.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Pooled, unnormalised vectors of a non-empty batch, by the best path that works.
@@ -232,16 +229,21 @@ impl Model {
                         .take()
                         .is_some()
                     {
-                        eprintln!("quiver: GPU failed, {} continues on the CPU: {why}", self.info.family);
+                        eprintln!(
+                            "quiver: GPU failed, {} continues on the CPU: {why}",
+                            self.info.family
+                        );
                     }
                 }
             }
-            self.last_path.store(ForwardPath::Cpu as u8, Ordering::Relaxed);
+            self.last_path
+                .store(ForwardPath::Cpu as u8, Ordering::Relaxed);
             return self.pooled_op_by_op(&Cpu, batch, pooling);
         }
         if self.device_failed.load(Ordering::Relaxed) {
             // The whole path's device failed: it is not used again.
-            self.last_path.store(ForwardPath::Cpu as u8, Ordering::Relaxed);
+            self.last_path
+                .store(ForwardPath::Cpu as u8, Ordering::Relaxed);
             return self.pooled_op_by_op(&Cpu, batch, pooling);
         }
         self.last_path

@@ -5,7 +5,6 @@
 
 use quiver::backend::cpu::Cpu;
 use quiver::backend::Backend;
-use quiver::embed::Pooling;
 use quiver::gguf::GgufFile;
 use quiver::model::{ForwardPath, Model};
 use std::sync::Arc;
@@ -28,25 +27,6 @@ fn seqs() -> Vec<Vec<u32>> {
     ]
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
-    let na: f64 = a.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb)
-}
-
-fn assert_same(what: &str, got: &[Vec<f32>], want: &[Vec<f32>], min_cos: f64) {
-    assert_eq!(got.len(), want.len(), "{what}: vector count");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        let c = cosine(g, w);
-        eprintln!("{what} seq {i}: cosine {c:.7}");
-        assert!(c >= min_cos, "{what} seq {i}: cosine {c} < {min_cos}");
-        // Unnormalised, as the CPU path gives them: the norms agree too.
-        let (ng, nw) = (quiver::embed::norm(g), quiver::embed::norm(w));
-        assert!((ng - nw).abs() <= 1e-3 * nw, "{what} seq {i}: norm {ng} vs {nw}");
-    }
-}
-
 #[test]
 fn cpu_backend_has_no_whole_forward() {
     let file = Arc::new(open());
@@ -62,6 +42,29 @@ fn cpu_backend_has_no_whole_forward() {
 mod gpu {
     use super::*;
     use quiver::backend::gpu::GpuBackend;
+    use quiver::embed::Pooling;
+
+    fn cosine(a: &[f32], b: &[f32]) -> f64 {
+        let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
+        let na: f64 = a.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+        let nb: f64 = b.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+        dot / (na * nb)
+    }
+
+    fn assert_same(what: &str, got: &[Vec<f32>], want: &[Vec<f32>], min_cos: f64) {
+        assert_eq!(got.len(), want.len(), "{what}: vector count");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            let c = cosine(g, w);
+            eprintln!("{what} seq {i}: cosine {c:.7}");
+            assert!(c >= min_cos, "{what} seq {i}: cosine {c} < {min_cos}");
+            // Unnormalised, as the CPU path gives them: the norms agree too.
+            let (ng, nw) = (quiver::embed::norm(g), quiver::embed::norm(w));
+            assert!(
+                (ng - nw).abs() <= 1e-3 * nw,
+                "{what} seq {i}: norm {ng} vs {nw}"
+            );
+        }
+    }
 
     /// Says why a test did nothing, straight to stderr: the harness captures `println!` of
     /// passing tests, and a skip must be visible.
@@ -97,7 +100,12 @@ mod gpu {
         let cpu = Model::load(open(), Arc::new(Cpu)).unwrap();
         let got = model.embed_tokens(&seqs()).unwrap();
         assert_eq!(model.forward_path(), ForwardPath::GpuWhole);
-        assert_same("whole-forward mean", &got, &cpu.embed_tokens(&seqs()).unwrap(), 0.9999);
+        assert_same(
+            "whole-forward mean",
+            &got,
+            &cpu.embed_tokens(&seqs()).unwrap(),
+            0.9999,
+        );
         let got = model.embed_tokens_with(&seqs(), Pooling::Cls).unwrap();
         let want = cpu.embed_tokens_with(&seqs(), Pooling::Cls).unwrap();
         assert_same("whole-forward cls", &got, &want, 0.9999);
@@ -130,7 +138,12 @@ mod gpu {
         gpu.gpu().limit_bindings_to(64 * 1024);
         let got = model.embed_tokens(&seqs()).unwrap();
         assert_eq!(model.forward_path(), ForwardPath::Cpu);
-        assert_same("too big", &got, &cpu.embed_tokens(&seqs()).unwrap(), 0.99999);
+        assert_same(
+            "too big",
+            &got,
+            &cpu.embed_tokens(&seqs()).unwrap(),
+            0.99999,
+        );
         // The next batch that fits runs on the GPU again.
         let small = [seqs()[1].clone()];
         let got = model.embed_tokens(&small).unwrap();

@@ -87,10 +87,19 @@ fn serve_without_a_vulkan_driver_says_cpu_and_stops_on_sigterm() {
         }
         if let Some(status) = server.0.try_wait().unwrap() {
             let mut err = String::new();
-            server.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            server
+                .0
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
             panic!("quiver serve exited early ({status}):\n{err}");
         }
-        assert!(Instant::now() < deadline, "quiver serve never answered on {addr}");
+        assert!(
+            Instant::now() < deadline,
+            "quiver serve never answered on {addr}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -108,10 +117,19 @@ fn serve_without_a_vulkan_driver_says_cpu_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut err = String::new();
-    server.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    server
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     eprintln!("quiver serve stderr:\n{err}");
     assert!(status.success(), "exit {status}:\n{err}");
-    assert!(err.contains("backend: cpu"), "no 'backend: cpu' line:\n{err}");
+    assert!(
+        err.contains("backend: cpu"),
+        "no 'backend: cpu' line:\n{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
     assert!(err.contains(&format!("listening on {addr}")), "{err}");
     assert!(err.contains("quiver: stopped"), "{err}");

@@ -282,7 +282,9 @@ impl WholeForward for GpuBert {
             GpuError::TooLarge { .. } | GpuError::Unsupported(_) => {
                 WholeForwardError::Batch(e.to_string())
             }
-            GpuError::Device(_) | GpuError::NoAdapter(_) => WholeForwardError::Device(e.to_string()),
+            GpuError::Device(_) | GpuError::NoAdapter(_) => {
+                WholeForwardError::Device(e.to_string())
+            }
         })
     }
 
