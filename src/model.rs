@@ -1,13 +1,21 @@
 //! A loaded model: the file, its architecture, its tokenizer and the backend it runs on.
 //! Text → token ids (with Ollama's truncation) → pooled vectors.
+//!
+//! A batch runs one of three ways ([`ForwardPath`]): whole on the backend's device when the
+//! backend offers that for the architecture (BERT on the GPU: one submission per batch), else
+//! the architecture's forward op by op on the backend. A device fault in the whole path moves
+//! the model to the CPU kernels for good, with one log line; a batch too big for the device
+//! runs on the CPU alone.
 
 use crate::arch::{self, Architecture, Batch, LoadError};
-use crate::backend::Backend;
+use crate::backend::cpu::Cpu;
+use crate::backend::{Backend, WholeForward, WholeForwardError};
 use crate::embed::{self, EmbedError, Pooling};
 use crate::gguf::{GgufError, GgufFile};
 use crate::tokenizer::{self, Tokenizer, TokenizerError};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// What `/api/show`, `/api/ps` and `quiver show` say about a model.
 #[derive(Clone, Debug)]
@@ -24,12 +32,66 @@ pub struct ModelInfo {
     pub file_size: u64,
 }
 
+/// How a batch's forward pass ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardPath {
+    /// The whole forward pass and pooling on the GPU, one submission for the batch.
+    GpuWhole,
+    /// The architecture's forward, each op on a device backend (`GpuBackend`), activations
+    /// going up and down per op.
+    PerOp,
+    /// The CPU kernels: a CPU backend, or the GPU's whole path failed or could not take the
+    /// batch.
+    Cpu,
+}
+
+impl ForwardPath {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForwardPath::GpuWhole => "gpu-whole",
+            ForwardPath::PerOp => "per-op",
+            ForwardPath::Cpu => "cpu",
+        }
+    }
+
+    fn from_u8(v: u8) -> ForwardPath {
+        match v {
+            0 => ForwardPath::GpuWhole,
+            1 => ForwardPath::PerOp,
+            _ => ForwardPath::Cpu,
+        }
+    }
+}
+
+/// What `Model::load_with` may use.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadOptions {
+    /// Run whole on the backend's device where it offers that (default); off, the model always
+    /// runs op by op (tests and comparisons of the two paths).
+    pub whole_forward: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            whole_forward: true,
+        }
+    }
+}
+
 pub struct Model {
     pub file: Arc<GgufFile>,
     pub info: ModelInfo,
     arch: Box<dyn Architecture>,
     tokenizer: Box<dyn Tokenizer>,
     backend: Arc<dyn Backend>,
+    /// The backend's whole-forward path, dropped (freeing its device memory) once the device
+    /// fails.
+    whole: Mutex<Option<Arc<dyn WholeForward>>>,
+    /// Set when the whole path's device failed: every later batch runs on the CPU kernels.
+    device_failed: AtomicBool,
+    /// The [`ForwardPath`] of the latest batch (before any: the one the first will take).
+    last_path: AtomicU8,
 }
 
 #[derive(Debug)]
@@ -68,7 +130,16 @@ impl From<LoadError> for ModelError {
 }
 
 impl Model {
+    /// Loads `file` to run on `backend`, whole on its device where it can.
     pub fn load(file: GgufFile, backend: Arc<dyn Backend>) -> Result<Model, ModelError> {
+        Model::load_with(file, backend, LoadOptions::default())
+    }
+
+    pub fn load_with(
+        file: GgufFile,
+        backend: Arc<dyn Backend>,
+        options: LoadOptions,
+    ) -> Result<Model, ModelError> {
         let file = Arc::new(file);
         let tokenizer = tokenizer::from_gguf(&file.header)?;
         let arch = arch::load(file.clone())?;
@@ -90,17 +161,99 @@ impl Model {
             pooling: arch.pooling(),
             file_size: file.len() as u64,
         };
+        // After the checks above, so that a bad file never reaches the device.
+        let whole: Option<Arc<dyn WholeForward>> = options
+            .whole_forward
+            .then(|| backend.whole_forward(&file, &info.family))
+            .flatten()
+            .map(Arc::from);
+        let path = if whole.is_some() {
+            ForwardPath::GpuWhole
+        } else {
+            op_path(&*backend)
+        };
         Ok(Model {
             file,
             info,
             arch,
             tokenizer,
             backend,
+            whole: Mutex::new(whole),
+            device_failed: AtomicBool::new(false),
+            last_path: AtomicU8::new(path as u8),
         })
     }
 
     pub fn backend(&self) -> &dyn Backend {
         &*self.backend
+    }
+
+    /// Bytes of this model's weights in device memory (`/api/ps` `size_vram`): the whole-forward
+    /// path's and the per-op backend's cache (only one of them is ever filled).
+    pub fn vram_bytes(&self) -> u64 {
+        let whole = self.whole_path().map_or(0, |w| w.vram_bytes());
+        whole + self.backend.vram_bytes()
+    }
+
+    /// How the latest batch ran (before any batch: how the first will run).
+    pub fn forward_path(&self) -> ForwardPath {
+        ForwardPath::from_u8(self.last_path.load(Ordering::Relaxed))
+    }
+
+    fn whole_path(&self) -> Option<Arc<dyn WholeForward>> {
+        self.whole.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Pooled, unnormalised vectors of a non-empty batch, by the best path that works.
+    fn pooled(&self, batch: &Batch, pooling: Pooling) -> Vec<Vec<f32>> {
+        if let Some(whole) = self.whole_path() {
+            match whole.pooled(batch, pooling) {
+                Ok(v) => {
+                    self.last_path
+                        .store(ForwardPath::GpuWhole as u8, Ordering::Relaxed);
+                    return v;
+                }
+                Err(WholeForwardError::Batch(why)) => {
+                    eprintln!(
+                        "quiver: a batch of {} tokens runs on the CPU: {why}",
+                        batch.tokens.len()
+                    );
+                }
+                Err(WholeForwardError::Device(why)) => {
+                    self.device_failed.store(true, Ordering::Relaxed);
+                    // Another thread may have dropped it already: log once.
+                    if self
+                        .whole
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .take()
+                        .is_some()
+                    {
+                        eprintln!(
+                            "quiver: GPU failed, {} continues on the CPU: {why}",
+                            self.info.family
+                        );
+                    }
+                }
+            }
+            self.last_path
+                .store(ForwardPath::Cpu as u8, Ordering::Relaxed);
+            return self.pooled_op_by_op(&Cpu, batch, pooling);
+        }
+        if self.device_failed.load(Ordering::Relaxed) {
+            // The whole path's device failed: it is not used again.
+            self.last_path
+                .store(ForwardPath::Cpu as u8, Ordering::Relaxed);
+            return self.pooled_op_by_op(&Cpu, batch, pooling);
+        }
+        self.last_path
+            .store(op_path(&*self.backend) as u8, Ordering::Relaxed);
+        self.pooled_op_by_op(&*self.backend, batch, pooling)
+    }
+
+    fn pooled_op_by_op(&self, be: &dyn Backend, batch: &Batch, pooling: Pooling) -> Vec<Vec<f32>> {
+        let hidden = self.arch.forward(be, batch);
+        embed::pool(&hidden, self.arch.hidden_size(), &batch.seqs, pooling)
     }
 
     /// Token ids of `text` with the model's special tokens, no truncation.
@@ -153,12 +306,11 @@ impl Model {
             }
         }
         let batch = Batch::new(seqs);
-        let hidden = if batch.tokens.is_empty() {
-            Vec::new()
+        let vectors = if batch.tokens.is_empty() {
+            embed::pool(&[], self.arch.hidden_size(), &batch.seqs, pooling)
         } else {
-            self.arch.forward(&*self.backend, &batch)
+            self.pooled(&batch, pooling)
         };
-        let vectors = embed::pool(&hidden, self.arch.hidden_size(), &batch.seqs, pooling);
         if vectors.iter().flatten().any(|v| !v.is_finite()) {
             return Err(EmbedError::NotFinite);
         }
@@ -174,6 +326,15 @@ impl Model {
         let mut out = self.embed_tokens(&seqs)?;
         out.iter_mut().for_each(|v| embed::normalize(v));
         Ok(out)
+    }
+}
+
+/// How the architecture's op-by-op forward runs on `backend`.
+fn op_path(backend: &dyn Backend) -> ForwardPath {
+    if backend.name() == "cpu" {
+        ForwardPath::Cpu
+    } else {
+        ForwardPath::PerOp
     }
 }
 

@@ -7,7 +7,7 @@ use quiver::arch::Batch;
 use quiver::backend::cpu::Cpu;
 use quiver::backend::gpu::{forward_bert, GpuBackend, GpuBert};
 use quiver::gguf::GgufFile;
-use quiver::model::Model;
+use quiver::model::{ForwardPath, LoadOptions, Model};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -55,11 +55,16 @@ fn compare(path: &str, min_cos: f64) {
     };
     let Some(f_cpu) = open(path) else { return };
     let cpu_model = Model::load(f_cpu, Arc::new(Cpu)).unwrap();
-    let gpu_model = Model::load(open(path).unwrap(), gpu.clone()).unwrap();
+    // The per-op path on purpose (`Model::load` would run BERT whole: tests/gpu_model.rs).
+    let per_op = LoadOptions {
+        whole_forward: false,
+    };
+    let gpu_model = Model::load_with(open(path).unwrap(), gpu.clone(), per_op).unwrap();
     let want = cpu_model.embed_tokens(&seqs()).unwrap();
 
     // Per-op backend, all sequences packed into one batch.
     let got = gpu_model.embed_tokens(&seqs()).unwrap();
+    assert_eq!(gpu_model.forward_path(), ForwardPath::PerOp);
     assert!(!gpu.fell_back(), "the GPU backend fell back to the CPU");
     assert!(
         gpu.vram_bytes() > 1_000_000,

@@ -1,15 +1,22 @@
 //! The seam between a model's forward pass and the hardware it runs on.
 //!
 //! An architecture (src/arch) calls these operations on activations that live in host memory;
-//! the CPU backend runs them through `quiver_kernels`.
+//! the CPU backend runs them through `quiver_kernels`. A backend that can run a whole model
+//! itself (the GPU for BERT: one submission per batch) offers it through
+//! [`Backend::whole_forward`].
 
 pub mod cpu;
 pub mod gpu;
 
 pub use quiver_kernels::attention::AttnShape;
 
+use crate::arch::Batch;
+use crate::embed::Pooling;
+use crate::gguf::GgufFile;
 use crate::tensor::TensorView;
+use std::fmt;
 use std::ops::Range;
+use std::sync::Arc;
 
 pub trait Backend: Send + Sync {
     fn name(&self) -> &'static str;
@@ -18,6 +25,13 @@ pub trait Backend: Send + Sync {
     /// 0 for backends that read weights from host memory.
     fn vram_bytes(&self) -> u64 {
         0
+    }
+
+    /// The whole forward pass of a model of architecture `arch` (`general.architecture`), run
+    /// by this backend in one go, with its own copy of the weights. `None` where the backend
+    /// has no such path for `arch` (or it could not be built): the model then runs op by op.
+    fn whole_forward(&self, _file: &Arc<GgufFile>, _arch: &str) -> Option<Box<dyn WholeForward>> {
+        None
     }
 
     /// y[m×n] = x[m×k] · Wᵀ (+ bias): W is `n` rows of `k` values in any GGML dtype.
@@ -49,3 +63,34 @@ pub trait Backend: Send + Sync {
         out: &mut [f32],
     );
 }
+
+/// A model's forward pass and pooling run entirely by a backend: a packed batch in, one pooled
+/// vector per sequence out, with no host round trip between layers.
+pub trait WholeForward: Send + Sync {
+    /// One pooled, unnormalised vector per sequence of `batch` (as `embed::pool` gives over
+    /// the hidden states), in order. Token ids are checked by the caller.
+    fn pooled(&self, batch: &Batch, pooling: Pooling) -> Result<Vec<Vec<f32>>, WholeForwardError>;
+
+    /// Bytes of weights this path holds in device memory.
+    fn vram_bytes(&self) -> u64;
+}
+
+/// Why a whole forward pass did not run.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WholeForwardError {
+    /// This batch only (too big for one device binding, a shape the device path lacks): the
+    /// next batch may run.
+    Batch(String),
+    /// The device failed (lost, out of memory, a rejected command): do not use it again.
+    Device(String),
+}
+
+impl fmt::Display for WholeForwardError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WholeForwardError::Batch(why) | WholeForwardError::Device(why) => write!(f, "{why}"),
+        }
+    }
+}
+
+impl std::error::Error for WholeForwardError {}

@@ -449,7 +449,7 @@ impl Engine {
                     details: l.details.clone(),
                     expires_at: l.life().expires_at,
                     context_length: l.model.info.context_length,
-                    size_vram: l.model.backend().vram_bytes(),
+                    size_vram: l.model.vram_bytes(),
                 }),
                 Slot::Loading(_) => None,
             })

@@ -2,10 +2,12 @@
 //! their bytes live), activations go up and come back per call. A GPU fault makes the backend
 //! log it once and run the rest of its life on the CPU kernels, so callers never see a panic.
 
+use super::bert::GpuBert;
 use super::context::{Gpu, GpuError};
 use super::kernels;
 use super::weights::{upload_weight, GpuWeight, WeightKey};
-use crate::backend::{cpu::Cpu, AttnShape, Backend};
+use crate::backend::{cpu::Cpu, AttnShape, Backend, WholeForward};
+use crate::gguf::GgufFile;
 use crate::tensor::TensorView;
 use std::collections::HashMap;
 use std::ops::Range;
@@ -360,6 +362,21 @@ impl Backend for GpuBackend {
 
     fn vram_bytes(&self) -> u64 {
         GpuBackend::vram_bytes(self)
+    }
+
+    /// BERT as one command buffer per batch ([`GpuBert`], its own weights on this device);
+    /// other architectures (and a backend whose GPU already failed) run op by op.
+    fn whole_forward(&self, file: &Arc<GgufFile>, arch: &str) -> Option<Box<dyn WholeForward>> {
+        if arch != "bert" || self.fell_back() {
+            return None;
+        }
+        match GpuBert::load(self.gpu.clone(), file.clone()) {
+            Ok(bert) => Some(Box::new(bert)),
+            Err(e) => {
+                eprintln!("quiver: BERT cannot run whole on the GPU, running it op by op: {e}");
+                None
+            }
+        }
     }
 
     fn linear(&self, x: &[f32], m: usize, w: &TensorView, bias: Option<&[f32]>, y: &mut [f32]) {

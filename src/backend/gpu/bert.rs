@@ -7,7 +7,7 @@ use super::kernels::{self, PoolMode};
 use super::weights::{upload_weight, GpuWeight};
 use crate::arch::bert::{Bert, Config};
 use crate::arch::Batch;
-use crate::backend::AttnShape;
+use crate::backend::{AttnShape, WholeForward, WholeForwardError};
 use crate::embed::Pooling;
 use crate::gguf::GgufFile;
 use crate::tensor::TensorView;
@@ -272,6 +272,24 @@ impl GpuBert {
         let mut flat = vec![0.0; ns * d];
         g.finish_and_read(enc, &pooled, &mut flat)?;
         Ok(flat.chunks_exact(d).map(<[f32]>::to_vec).collect())
+    }
+}
+
+/// `Model`'s seam: pooled, unnormalised vectors (the model normalises), one submission a batch.
+impl WholeForward for GpuBert {
+    fn pooled(&self, batch: &Batch, pooling: Pooling) -> Result<Vec<Vec<f32>>, WholeForwardError> {
+        self.embed(batch, pooling, false).map_err(|e| match e {
+            GpuError::TooLarge { .. } | GpuError::Unsupported(_) => {
+                WholeForwardError::Batch(e.to_string())
+            }
+            GpuError::Device(_) | GpuError::NoAdapter(_) => {
+                WholeForwardError::Device(e.to_string())
+            }
+        })
+    }
+
+    fn vram_bytes(&self) -> u64 {
+        self.vram
     }
 }
 

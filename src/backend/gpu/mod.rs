@@ -4,7 +4,9 @@
 //! - [`GpuBackend`] implements [`Backend`] op by op: weights uploaded once, activations
 //!   uploaded and read back per call; a GPU fault switches it to the CPU kernels.
 //! - [`GpuBert`] runs a whole BERT forward pass (and pooling) as one command buffer with
-//!   activations kept on the GPU.
+//!   activations kept on the GPU. `GpuBackend::whole_forward` offers it to `Model`, which
+//!   then runs every BERT batch that way (a packed batch is one submission) and never fills
+//!   the per-op weight cache.
 //! - [`select_backend`] picks GPU or CPU from `QUIVER_BACKEND` for the server.
 
 #[cfg(feature = "gpu")]
