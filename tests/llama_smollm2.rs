@@ -94,11 +94,12 @@ fn smollm2_token_ids_match_llama_cpp() {
 }
 
 /// Mean pooling averages the rounding noise of the reference over all tokens; one token's state
-/// (last pooling) carries it whole. llama.cpp multiplies Q4_1 weights with activations rounded to
-/// Q8_1 blocks, Quiver's reference CPU path keeps f32 activations: measured on input 6, that alone
-/// moves last-token cosine from 0.9993 (Quiver with Q8_1-rounded activations) to 0.998.
+/// (last pooling) carries it whole. Both sides multiply Q4_1 weights with activations rounded to
+/// 8-bit blocks of 32 (llama.cpp's Q8_1, Quiver's integer path), so last pooling meets the same
+/// bound: measured min 0.99951 (mean) / 0.99951 (last). With f32 activations (the dequantising
+/// fallback this model took before) last pooling fell to 0.99799 on input 6.
 const MIN_COSINE_MEAN: f32 = 0.999;
-const MIN_COSINE_LAST: f32 = 0.997;
+const MIN_COSINE_LAST: f32 = 0.999;
 
 #[test]
 fn smollm2_embeddings_match_llama_cpp() {

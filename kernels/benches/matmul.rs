@@ -38,6 +38,10 @@ fn weight_bytes(format: WeightFormat, n: usize, k: usize) -> Vec<u8> {
         WeightFormat::Q4_0 => v
             .chunks_exact_mut(18)
             .for_each(|c| c[..2].copy_from_slice(&small_f16)),
+        WeightFormat::Q4_1 => v.chunks_exact_mut(20).for_each(|c| {
+            c[..2].copy_from_slice(&small_f16);
+            c[2..4].copy_from_slice(&small_f16);
+        }),
     }
     v
 }
@@ -56,6 +60,7 @@ fn bench(c: &mut Criterion) {
         ("bf16", WeightFormat::Float(FloatFormat::BF16)),
         ("q8_0", WeightFormat::Q8_0),
         ("q4_0", WeightFormat::Q4_0),
+        ("q4_1", WeightFormat::Q4_1),
     ];
     for (m, k, n) in [(1024, 384, 1536), (1, 384, 1536), (256, 1536, 384)] {
         let mut g = c.benchmark_group(format!("matmul_{m}x{k}x{n}"));

@@ -22,6 +22,7 @@ fn weight_format(dtype: DType) -> Option<WeightFormat> {
         DType::BF16 => Some(WeightFormat::Float(FloatFormat::BF16)),
         DType::Q8_0 => Some(WeightFormat::Q8_0),
         DType::Q4_0 => Some(WeightFormat::Q4_0),
+        DType::Q4_1 => Some(WeightFormat::Q4_1),
         _ => None,
     }
 }

@@ -1,8 +1,8 @@
 //! Matrix products of activations with weights: y[m×n] = x[m×k] · Wᵀ, W stored as n rows of k.
 //!
 //! - `float`: f32 / f16 / bf16 weights, packed into f32 panels, FMA micro-kernel.
-//! - `q8`: Q8_0 / Q4_0 weights, activations quantised per row to 8-bit blocks of 32, integer
-//!   dot products (VPDPBUSD with AVX-512 VNNI, maddubs with AVX2), per-block scales.
+//! - `q8`: Q8_0 / Q4_0 / Q4_1 weights, activations quantised per row to 8-bit blocks of 32,
+//!   integer dot products (VPDPBUSD with AVX-512 VNNI, maddubs with AVX2), per-block scales.
 //! - `isa`: run-time choice of instruction set; `peak`: the machine's FMA peak, for benches.
 //!
 //! Every path is tested against [`matmul_f32_ref`] on dequantised weights.
@@ -58,6 +58,9 @@ pub enum WeightFormat {
     Q8_0,
     /// Blocks of 32: f16 scale then 16 bytes of nibbles (low nibbles = elements 0..16).
     Q4_0,
+    /// Blocks of 32: f16 scale d, f16 minimum m, then 16 bytes of unsigned nibbles q (same
+    /// order as Q4_0); x = d · q + m.
+    Q4_1,
 }
 
 impl WeightFormat {
@@ -67,6 +70,7 @@ impl WeightFormat {
             WeightFormat::Float(f) => Some(k * f.bytes()),
             WeightFormat::Q8_0 => k.is_multiple_of(32).then_some(k / 32 * 34),
             WeightFormat::Q4_0 => k.is_multiple_of(32).then_some(k / 32 * 18),
+            WeightFormat::Q4_1 => k.is_multiple_of(32).then_some(k / 32 * 20),
         }
     }
 }
@@ -107,7 +111,7 @@ pub fn matmul_with(isa: Isa, x: &[f32], m: usize, w: &Weights, y: &mut [f32]) {
             gemv::gemv_float(isa, f, x, m, w.data, n, k, y)
         }
         WeightFormat::Float(f) => float::matmul_float(isa, f, x, m, w.data, n, k, y),
-        WeightFormat::Q8_0 | WeightFormat::Q4_0 => {
+        WeightFormat::Q8_0 | WeightFormat::Q4_0 | WeightFormat::Q4_1 => {
             q8::matmul_quant(isa, w.format, x, m, w.data, n, k, y)
         }
     }

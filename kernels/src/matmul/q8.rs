@@ -1,4 +1,4 @@
-//! The integer path: Q8_0 / Q4_0 weights times activations quantised on the fly.
+//! The integer path: Q8_0 / Q4_0 / Q4_1 weights times activations quantised on the fly.
 //!
 //! Activations: each row is cut into blocks of 32, each block scaled by `d = max|x| / 127` and
 //! rounded (ties to even) to q ∈ [-127, 127], stored as the unsigned byte `q + 128` — VPDPBUSD
@@ -12,6 +12,10 @@
 //!
 //! Weights of -128 (which ggml's quantisers never write) are clamped to -127 when packed: the
 //! AVX2 path's sign trick could not represent them.
+//!
+//! Q4_1 (w = d_w · q_w + m_w, q_w ∈ 0..15): the integer part is the same product with the
+//! unsigned nibbles; the minimum adds m_w · Σ_e d_x · q_x = m_w · s_x per block, where
+//! `s_x` is the block sum the quantiser stores (llama.cpp's Q8_1 carries the same sum).
 
 use super::isa::Isa;
 use super::{SendPtr, WeightFormat};
@@ -26,20 +30,22 @@ pub const NRQ: usize = 32;
 const BLOCK_BYTES: usize = QB * NRQ;
 
 /// Activations quantised to 8-bit blocks: `q` holds `q + 128` per element, `d` one scale per
-/// block.
+/// block, `s` per block the sum of the rounded values `d · Σ q` (for Q4_1's minimum term).
 #[derive(Default)]
 pub struct QuantRows {
     pub q: Vec<u8>,
     pub d: Vec<f32>,
+    pub s: Vec<f32>,
 }
 
 /// A panel of packed weights: `q` (blocks × 1024 bytes), per block and column the scale `d` and
-/// the offset correction `corr` = -128 · Σ w.
+/// the offset correction `corr` = -128 · Σ w, and for Q4_1 the minimum `m` (empty otherwise).
 #[derive(Default)]
 pub struct Panel {
     pub q: Vec<u8>,
     pub d: Vec<f32>,
     pub corr: Vec<i32>,
+    pub m: Vec<f32>,
 }
 
 thread_local! {
@@ -51,24 +57,30 @@ thread_local! {
 pub fn quantize_rows(isa: Isa, x: &[f32], m: usize, k: usize, out: &mut QuantRows) {
     out.q.resize(m * k, 0);
     out.d.resize(m * k / QB, 0.0);
+    out.s.resize(m * k / QB, 0.0);
     let rows_per_task = (8192 / k.max(1)).max(1);
     out.q
         .par_chunks_mut(rows_per_task * k)
         .zip(out.d.par_chunks_mut(rows_per_task * k / QB))
+        .zip(out.s.par_chunks_mut(rows_per_task * k / QB))
         .zip(x.par_chunks(rows_per_task * k))
-        .for_each(|((q, d), x)| {
-            for ((q, d), x) in q
+        .for_each(|(((q, d), s), x)| {
+            for (((q, d), s), x) in q
                 .chunks_exact_mut(QB)
                 .zip(d.iter_mut())
+                .zip(s.iter_mut())
                 .zip(x.chunks_exact(QB))
             {
-                *d = quantize_block(isa, x, q);
+                let (scale, sum) = quantize_block(isa, x, q);
+                *d = scale;
+                // Exact: |Σ q| ≤ 32 · 127 fits an f32 mantissa; one rounding in the product.
+                *s = scale * sum as f32;
             }
         });
 }
 
-/// One block of 32: returns its scale, writes `q + 128`.
-fn quantize_block(isa: Isa, x: &[f32], q: &mut [u8]) -> f32 {
+/// One block of 32: returns its scale and Σ q, writes `q + 128`.
+fn quantize_block(isa: Isa, x: &[f32], q: &mut [u8]) -> (f32, i32) {
     #[cfg(target_arch = "x86_64")]
     if isa >= Isa::Avx512 {
         // SAFETY: AVX-512 F/BW/VL detected; x and q hold 32 elements.
@@ -78,15 +90,18 @@ fn quantize_block(isa: Isa, x: &[f32], q: &mut [u8]) -> f32 {
     let amax = x.iter().fold(0.0f32, |a, &v| a.max(v.abs()));
     let d = amax / 127.0;
     let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+    let mut sum = 0;
     for (q, &v) in q.iter_mut().zip(x) {
-        *q = ((v * id).round_ties_even().clamp(-127.0, 127.0) as i32 + 128) as u8;
+        let i = (v * id).round_ties_even().clamp(-127.0, 127.0) as i32;
+        sum += i;
+        *q = (i + 128) as u8;
     }
-    d
+    (d, sum)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn quantize_block_avx512(x: &[f32], q: &mut [u8]) -> f32 {
+unsafe fn quantize_block_avx512(x: &[f32], q: &mut [u8]) -> (f32, i32) {
     use std::arch::x86_64::*;
     let a = _mm512_loadu_ps(x.as_ptr());
     let b = _mm512_loadu_ps(x.as_ptr().add(16));
@@ -95,35 +110,48 @@ unsafe fn quantize_block_avx512(x: &[f32], q: &mut [u8]) -> f32 {
     let id = _mm512_set1_ps(if d > 0.0 { 1.0 / d } else { 0.0 });
     let (lo, hi) = (_mm512_set1_ps(-127.0), _mm512_set1_ps(127.0));
     let off = _mm512_set1_epi32(128);
+    let mut sum = _mm512_setzero_si512();
     for (h, v) in [a, b].into_iter().enumerate() {
         let s = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v, id), lo), hi);
         // cvtps rounds to nearest even under the default MXCSR, like round_ties_even.
-        let i = _mm512_add_epi32(_mm512_cvtps_epi32(s), off);
+        let i = _mm512_cvtps_epi32(s);
+        sum = _mm512_add_epi32(sum, i);
         _mm_storeu_si128(
             q.as_mut_ptr().add(16 * h) as *mut __m128i,
-            _mm512_cvtepi32_epi8(i),
+            _mm512_cvtepi32_epi8(_mm512_add_epi32(i, off)),
         );
     }
-    d
+    (d, _mm512_reduce_add_epi32(sum))
 }
 
-/// The 32 weights of block `b` of a row, as i8 (clamped to ≥ -127), and their scale.
-fn weight_block(format: WeightFormat, row: &[u8], b: usize, out: &mut [i8; QB]) -> f32 {
+/// The 32 weights of block `b` of a row, as i8 (clamped to ≥ -127), their scale and their
+/// minimum (0 for formats without one).
+fn weight_block(format: WeightFormat, row: &[u8], b: usize, out: &mut [i8; QB]) -> (f32, f32) {
+    let f16 = |lo: u8, hi: u8| half::f16::from_le_bytes([lo, hi]).to_f32();
+    // Q4_0 / Q4_1 nibbles: low nibbles are elements 0..16, high nibbles 16..32.
+    let nibbles = |qs: &[u8], offset: i8, out: &mut [i8; QB]| {
+        for (i, &v) in qs.iter().enumerate() {
+            out[i] = (v & 0x0f) as i8 - offset;
+            out[i + 16] = (v >> 4) as i8 - offset;
+        }
+    };
     match format {
         WeightFormat::Q8_0 => {
             let blk = &row[b * 34..(b + 1) * 34];
             for (o, &v) in out.iter_mut().zip(&blk[2..]) {
                 *o = (v as i8).max(-127);
             }
-            half::f16::from_le_bytes([blk[0], blk[1]]).to_f32()
+            (f16(blk[0], blk[1]), 0.0)
         }
         WeightFormat::Q4_0 => {
             let blk = &row[b * 18..(b + 1) * 18];
-            for (i, &v) in blk[2..].iter().enumerate() {
-                out[i] = (v & 0x0f) as i8 - 8;
-                out[i + 16] = (v >> 4) as i8 - 8;
-            }
-            half::f16::from_le_bytes([blk[0], blk[1]]).to_f32()
+            nibbles(&blk[2..], 8, out);
+            (f16(blk[0], blk[1]), 0.0)
+        }
+        WeightFormat::Q4_1 => {
+            let blk = &row[b * 20..(b + 1) * 20];
+            nibbles(&blk[4..], 0, out);
+            (f16(blk[0], blk[1]), f16(blk[2], blk[3]))
         }
         WeightFormat::Float(_) => unreachable!("float weights take the float path"),
     }
@@ -143,12 +171,17 @@ fn pack_panel(
     p.q.resize(nblk * BLOCK_BYTES, 0);
     p.d.resize(nblk * NRQ, 0.0);
     p.corr.resize(nblk * NRQ, 0);
+    let has_min = format == WeightFormat::Q4_1;
+    p.m.resize(if has_min { nblk * NRQ } else { 0 }, 0.0);
     let mut w = [0i8; QB];
     for c in 0..NRQ {
         if c >= nb {
             for b in 0..nblk {
                 p.d[b * NRQ + c] = 0.0;
                 p.corr[b * NRQ + c] = 0;
+                if has_min {
+                    p.m[b * NRQ + c] = 0.0;
+                }
                 for g in 0..QB / 4 {
                     p.q[b * BLOCK_BYTES + g * NRQ * 4 + c * 4..][..4].fill(0);
                 }
@@ -157,7 +190,11 @@ fn pack_panel(
         }
         let row = &data[(j0 + c) * row_bytes..(j0 + c + 1) * row_bytes];
         for b in 0..nblk {
-            p.d[b * NRQ + c] = weight_block(format, row, b, &mut w);
+            let (d, m) = weight_block(format, row, b, &mut w);
+            p.d[b * NRQ + c] = d;
+            if has_min {
+                p.m[b * NRQ + c] = m;
+            }
             p.corr[b * NRQ + c] = -128 * w.iter().map(|&v| v as i32).sum::<i32>();
             for g in 0..QB / 4 {
                 let dst = &mut p.q[b * BLOCK_BYTES + g * NRQ * 4 + c * 4..][..4];
@@ -172,7 +209,7 @@ fn pack_panel(
 /// Rows of the integer micro-kernel.
 const MRQ: usize = 4;
 
-/// y[m×n] = x · Wᵀ for Q8_0 / Q4_0 weights (k a multiple of 32).
+/// y[m×n] = x · Wᵀ for Q8_0 / Q4_0 / Q4_1 weights (k a multiple of 32).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_quant(
     isa: Isa,
@@ -221,6 +258,7 @@ pub fn matmul_quant(
                         r,
                         &qxr.q[row * k..],
                         &qxr.d[row * k / QB..],
+                        &qxr.s[row * k / QB..],
                         k,
                         &panel,
                         c,
@@ -235,17 +273,19 @@ pub fn matmul_quant(
     QX.with(|c| *c.borrow_mut() = qx);
 }
 
-/// One r × NRQ tile: c[i][j] = Σ_b d_x[i,b] · d_w[j,b] · (Σ_e q_x · q_w) for j < nvalid.
+/// One r × NRQ tile: c[i][j] = Σ_b d_x[i,b] · d_w[j,b] · (Σ_e q_x · q_w) [+ m_w[j,b] · s_x[i,b]]
+/// for j < nvalid (the bracket where the panel has minima).
 ///
 /// # Safety
-/// `c` must cover r rows of stride `ldc` with `nvalid` values; `qx`/`dx` hold r rows of k
-/// quantised values / k/32 scales; the ISA must be supported.
+/// `c` must cover r rows of stride `ldc` with `nvalid` values; `qx`/`dx`/`sx` hold r rows of k
+/// quantised values / k/32 scales / k/32 sums; the ISA must be supported.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn tile_q(
     isa: Isa,
     r: usize,
     qx: &[u8],
     dx: &[f32],
+    sx: &[f32],
     k: usize,
     p: &Panel,
     c: *mut f32,
@@ -254,35 +294,38 @@ pub(crate) unsafe fn tile_q(
 ) {
     let nblk = k / QB;
     assert!(qx.len() >= r * k && dx.len() >= r * nblk && p.q.len() >= nblk * BLOCK_BYTES);
-    #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512Vnni {
-        // Straight into y with masked stores (a staging tile costs ~10 % at k = 384).
-        let (m0, m1) = masks(nvalid);
-        match r {
-            1 => kernel_vnni::<1>(qx, dx, k, p, c, ldc, m0, m1),
-            2 => kernel_vnni::<2>(qx, dx, k, p, c, ldc, m0, m1),
-            3 => kernel_vnni::<3>(qx, dx, k, p, c, ldc, m0, m1),
-            4 => kernel_vnni::<4>(qx, dx, k, p, c, ldc, m0, m1),
-            _ => unreachable!(),
-        }
-        return;
-    }
-    let mut out = [[0.0f32; NRQ]; MRQ];
-    macro_rules! by_rows {
-        ($f:ident) => {
-            match r {
-                1 => $f::<1>(qx, dx, k, p, &mut out),
-                2 => $f::<2>(qx, dx, k, p, &mut out),
-                3 => $f::<3>(qx, dx, k, p, &mut out),
-                4 => $f::<4>(qx, dx, k, p, &mut out),
+    let has_min = !p.m.is_empty();
+    assert!(!has_min || (sx.len() >= r * nblk && p.m.len() >= nblk * NRQ));
+    // Instantiated with and without the minimum term, so Q8_0 / Q4_0 pay nothing for Q4_1.
+    macro_rules! by_shape {
+        ($f:ident, $($arg:expr),*) => {
+            match (r, has_min) {
+                (1, false) => $f::<1, false>($($arg),*),
+                (2, false) => $f::<2, false>($($arg),*),
+                (3, false) => $f::<3, false>($($arg),*),
+                (4, false) => $f::<4, false>($($arg),*),
+                (1, true) => $f::<1, true>($($arg),*),
+                (2, true) => $f::<2, true>($($arg),*),
+                (3, true) => $f::<3, true>($($arg),*),
+                (4, true) => $f::<4, true>($($arg),*),
                 _ => unreachable!(),
             }
         };
     }
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512Vnni {
+        // Straight into y with masked stores (a staging tile costs ~10 % at k = 384).
+        let (m0, m1) = masks(nvalid);
+        by_shape!(kernel_vnni, qx, dx, sx, k, p, c, ldc, m0, m1);
+        return;
+    }
+    let mut out = [[0.0f32; NRQ]; MRQ];
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni => by_rows!(kernel_avx2),
-        _ => kernel_scalar(r, qx, dx, k, p, &mut out),
+        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni => {
+            by_shape!(kernel_avx2, qx, dx, sx, k, p, &mut out)
+        }
+        _ => kernel_scalar(r, qx, dx, sx, k, p, &mut out),
     }
     for (i, o) in out.iter().enumerate().take(r) {
         std::ptr::copy_nonoverlapping(o.as_ptr(), c.add(i * ldc), nvalid);
@@ -301,6 +344,7 @@ fn kernel_scalar(
     r: usize,
     qx: &[u8],
     dx: &[f32],
+    sx: &[f32],
     k: usize,
     p: &Panel,
     out: &mut [[f32; NRQ]; MRQ],
@@ -316,6 +360,9 @@ fn kernel_scalar(
                     s += qx[i * k + b * QB + e] as i32 * w;
                 }
                 acc = (s as f32).mul_add(p.d[b * NRQ + j] * dx[i * nblk + b], acc);
+                if !p.m.is_empty() {
+                    acc = p.m[b * NRQ + j].mul_add(sx[i * nblk + b], acc);
+                }
             }
             out[i][j] = acc;
         }
@@ -325,9 +372,10 @@ fn kernel_scalar(
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn kernel_vnni<const R: usize>(
+unsafe fn kernel_vnni<const R: usize, const MIN: bool>(
     qx: &[u8],
     dx: &[f32],
+    sx: &[f32],
     k: usize,
     p: &Panel,
     c: *mut f32,
@@ -361,9 +409,18 @@ unsafe fn kernel_vnni<const R: usize>(
         let d0 = _mm512_loadu_ps(dp.add(b * NRQ));
         let d1 = _mm512_loadu_ps(dp.add(b * NRQ + 16));
         for i in 0..R {
-            let sx = _mm512_set1_ps(*dx.get_unchecked(i * nblk + b));
-            f0[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s0[i]), _mm512_mul_ps(d0, sx), f0[i]);
-            f1[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1[i]), _mm512_mul_ps(d1, sx), f1[i]);
+            let dxv = _mm512_set1_ps(*dx.get_unchecked(i * nblk + b));
+            f0[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s0[i]), _mm512_mul_ps(d0, dxv), f0[i]);
+            f1[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1[i]), _mm512_mul_ps(d1, dxv), f1[i]);
+        }
+        if MIN {
+            let mp = p.m.as_ptr().add(b * NRQ);
+            let (mw0, mw1) = (_mm512_loadu_ps(mp), _mm512_loadu_ps(mp.add(16)));
+            for i in 0..R {
+                let sxv = _mm512_set1_ps(*sx.get_unchecked(i * nblk + b));
+                f0[i] = _mm512_fmadd_ps(mw0, sxv, f0[i]);
+                f1[i] = _mm512_fmadd_ps(mw1, sxv, f1[i]);
+            }
         }
     }
     for i in 0..R {
@@ -376,9 +433,10 @@ unsafe fn kernel_vnni<const R: usize>(
 /// correction term is not needed. Four groups of 8 columns.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn kernel_avx2<const R: usize>(
+unsafe fn kernel_avx2<const R: usize, const MIN: bool>(
     qx: &[u8],
     dx: &[f32],
+    sx: &[f32],
     k: usize,
     p: &Panel,
     out: &mut [[f32; NRQ]; MRQ],
@@ -415,9 +473,18 @@ unsafe fn kernel_avx2<const R: usize>(
             let d0 = _mm256_loadu_ps(dp.add(b * NRQ + half * 16));
             let d1 = _mm256_loadu_ps(dp.add(b * NRQ + half * 16 + 8));
             for i in 0..R {
-                let sx = _mm256_set1_ps(*dx.get_unchecked(i * nblk + b));
-                f0[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0[i]), _mm256_mul_ps(d0, sx), f0[i]);
-                f1[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1[i]), _mm256_mul_ps(d1, sx), f1[i]);
+                let dxv = _mm256_set1_ps(*dx.get_unchecked(i * nblk + b));
+                f0[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0[i]), _mm256_mul_ps(d0, dxv), f0[i]);
+                f1[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1[i]), _mm256_mul_ps(d1, dxv), f1[i]);
+            }
+            if MIN {
+                let mp = p.m.as_ptr().add(b * NRQ + half * 16);
+                let (mw0, mw1) = (_mm256_loadu_ps(mp), _mm256_loadu_ps(mp.add(8)));
+                for i in 0..R {
+                    let sxv = _mm256_set1_ps(*sx.get_unchecked(i * nblk + b));
+                    f0[i] = _mm256_fmadd_ps(mw0, sxv, f0[i]);
+                    f1[i] = _mm256_fmadd_ps(mw1, sxv, f1[i]);
+                }
             }
         }
         for i in 0..R {

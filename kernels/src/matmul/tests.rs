@@ -69,6 +69,23 @@ fn q4_0_bytes(rng: &mut Rng, n: usize, k: usize) -> (Vec<u8>, Vec<f32>) {
     (bytes, vals)
 }
 
+/// Random Q4_1 rows (x = d·q + m, q in 0..15) and their values, dequantised as ggml does.
+fn q4_1_bytes(rng: &mut Rng, n: usize, k: usize) -> (Vec<u8>, Vec<f32>) {
+    let (mut bytes, mut vals) = (Vec::new(), Vec::new());
+    for _ in 0..n * k / 32 {
+        let d = half::f16::from_f32(0.05 * rng.f32());
+        let m = half::f16::from_f32(0.1 * rng.f32());
+        bytes.extend_from_slice(&d.to_le_bytes());
+        bytes.extend_from_slice(&m.to_le_bytes());
+        let nib: Vec<u8> = (0..32).map(|_| (rng.next() % 16) as u8).collect();
+        for i in 0..16 {
+            bytes.push(nib[i] | (nib[i + 16] << 4));
+        }
+        vals.extend(nib.iter().map(|&q| d.to_f32() * q as f32 + m.to_f32()));
+    }
+    (bytes, vals)
+}
+
 #[allow(clippy::too_many_arguments)]
 /// |got - want| ≤ rel · Σ|x·w| per element (the scale of the rounding a sum can pick up).
 fn assert_close(
@@ -163,11 +180,12 @@ fn float_paths_match_reference() {
 #[test]
 fn quantised_paths_are_exact_against_scalar_and_close_to_reference() {
     let mut rng = Rng::new(2);
-    for &(m, k, n) in &SHAPES {
+    for &(m, k, n) in SHAPES.iter().chain(&[(5, 224, 45), (5, 32, 1)]) {
         let x = rng.vec(m * k);
         for (format, (bytes, vals)) in [
             (WeightFormat::Q8_0, q8_0_bytes(&mut rng, n, k)),
             (WeightFormat::Q4_0, q4_0_bytes(&mut rng, n, k)),
+            (WeightFormat::Q4_1, q4_1_bytes(&mut rng, n, k)),
         ] {
             let w = Weights {
                 format,
@@ -231,11 +249,21 @@ fn activation_quantisation_is_identical_on_every_path() {
     x[40] = 127.5; // a tie after scaling
     let mut want = q8::QuantRows::default();
     q8::quantize_rows(Isa::Scalar, &x, m, k, &mut want);
-    assert!(want.q[0..32].iter().all(|&q| q == 128) && want.d[0] == 0.0);
+    assert!(want.q[0..32].iter().all(|&q| q == 128) && want.d[0] == 0.0 && want.s[0] == 0.0);
+    // The block sums (Q4_1's minimum term): d · Σ q of the rounded values.
+    for (b, q) in want.q.chunks_exact(32).enumerate() {
+        let sum: i32 = q.iter().map(|&v| v as i32 - 128).sum();
+        assert_eq!(want.s[b], want.d[b] * sum as f32, "block {b}");
+    }
+    assert!(want.s.iter().any(|&s| s != 0.0));
     for isa in Isa::available() {
         let mut got = q8::QuantRows::default();
         q8::quantize_rows(isa, &x, m, k, &mut got);
-        assert_eq!((got.q, got.d), (want.q.clone(), want.d.clone()), "{isa:?}");
+        assert_eq!(
+            (got.q, got.d, got.s),
+            (want.q.clone(), want.d.clone(), want.s.clone()),
+            "{isa:?}"
+        );
     }
 }
 
