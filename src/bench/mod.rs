@@ -55,6 +55,10 @@ pub fn main_args(args: &[String]) -> Result<(), String> {
 
 /// [`main_args`] for a binary that carries the bundled model (answers `all-minilm`).
 pub fn main_args_with(args: &[String], bundled: Option<&'static [u8]>) -> Result<(), String> {
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return Ok(());
+    }
     let mut opts = parse_args(args)?;
     opts.bundled = bundled;
     if let Some(path) = &opts.dump_corpus {
