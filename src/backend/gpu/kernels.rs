@@ -213,21 +213,7 @@ pub fn gelu(
     x: &wgpu::Buffer,
     len: usize,
 ) -> Result<(), GpuError> {
-    if len == 0 {
-        return Ok(());
-    }
-    let params = gpu.uniform(&LenParams {
-        len: u32_of("len", len)?,
-        pad: [0; 3],
-    });
-    dispatch(
-        gpu,
-        enc,
-        &gpu.pipes.gelu,
-        &[&params, x],
-        fold(len.div_ceil(256))?,
-    );
-    Ok(())
+    elementwise(gpu, enc, &gpu.pipes.gelu, &[x], len)
 }
 
 pub fn silu_mul(
@@ -237,6 +223,18 @@ pub fn silu_mul(
     up: &wgpu::Buffer,
     len: usize,
 ) -> Result<(), GpuError> {
+    elementwise(gpu, enc, &gpu.pipes.silu_mul, &[gate, up], len)
+}
+
+/// One thread per element over `len` elements: `pipe` takes a `LenParams` uniform, then
+/// `buffers`.
+fn elementwise(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    pipe: &Pipe,
+    buffers: &[&wgpu::Buffer],
+    len: usize,
+) -> Result<(), GpuError> {
     if len == 0 {
         return Ok(());
     }
@@ -244,13 +242,9 @@ pub fn silu_mul(
         len: u32_of("len", len)?,
         pad: [0; 3],
     });
-    dispatch(
-        gpu,
-        enc,
-        &gpu.pipes.silu_mul,
-        &[&params, gate, up],
-        fold(len.div_ceil(256))?,
-    );
+    let mut bindings = vec![&params];
+    bindings.extend_from_slice(buffers);
+    dispatch(gpu, enc, pipe, &bindings, fold(len.div_ceil(256))?);
     Ok(())
 }
 
