@@ -31,7 +31,7 @@ fn bench(c: &mut Criterion) {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("fixtures")
             .join(file);
-        let model = Model::load(GgufFile::open(&path).unwrap(), Arc::new(Cpu)).unwrap();
+        let model = Model::load(GgufFile::open(&path).unwrap(), Arc::new(Cpu::new())).unwrap();
         let mut g = c.benchmark_group(format!("forward_{file}"));
         g.sample_size(10);
         for (count, len) in [(64, 250), (256, 10)] {

@@ -170,6 +170,7 @@ impl Model {
         let path = if whole.is_some() {
             ForwardPath::GpuWhole
         } else {
+            backend.prepare(&file);
             op_path(&*backend)
         };
         Ok(Model {
@@ -238,13 +239,13 @@ impl Model {
             }
             self.last_path
                 .store(ForwardPath::Cpu as u8, Ordering::Relaxed);
-            return self.pooled_op_by_op(&Cpu, batch, pooling);
+            return self.pooled_op_by_op(&Cpu::new(), batch, pooling);
         }
         if self.device_failed.load(Ordering::Relaxed) {
             // The whole path's device failed: it is not used again.
             self.last_path
                 .store(ForwardPath::Cpu as u8, Ordering::Relaxed);
-            return self.pooled_op_by_op(&Cpu, batch, pooling);
+            return self.pooled_op_by_op(&Cpu::new(), batch, pooling);
         }
         self.last_path
             .store(op_path(&*self.backend) as u8, Ordering::Relaxed);

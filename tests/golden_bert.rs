@@ -52,7 +52,7 @@ fn check_model(
     min_cos_pytorch: f64,
     check_norm: bool,
 ) {
-    let model = Model::load(GgufFile::open(path).unwrap(), Arc::new(Cpu)).unwrap();
+    let model = Model::load(GgufFile::open(path).unwrap(), Arc::new(Cpu::new())).unwrap();
     let cases = cases();
     let lc = llamacpp(key);
     let seqs: Vec<&[u32]> = cases.iter().map(|c| c.ids.as_slice()).collect();
@@ -124,7 +124,7 @@ fn f32_matches_pytorch_and_llamacpp() {
 fn ollama_published_vector() {
     let model = Model::load(
         GgufFile::open(&fixture("all-minilm-f16.gguf")).unwrap(),
-        Arc::new(Cpu),
+        Arc::new(Cpu::new()),
     )
     .unwrap();
     let ollama = read_json("ollama-all-minilm.json");
@@ -147,7 +147,7 @@ fn ollama_published_vector() {
 fn batching_does_not_change_vectors() {
     let model = Model::load(
         GgufFile::open(&fixture("all-minilm-f16.gguf")).unwrap(),
-        Arc::new(Cpu),
+        Arc::new(Cpu::new()),
     )
     .unwrap();
     let cases = cases();
@@ -164,7 +164,7 @@ fn text_to_vector_end_to_end() {
     // Tokenizer + forward + pooling + normalisation, from the raw input strings.
     let model = Model::load(
         GgufFile::open(&fixture("all-minilm-f16.gguf")).unwrap(),
-        Arc::new(Cpu),
+        Arc::new(Cpu::new()),
     )
     .unwrap();
     let cases = cases();

@@ -54,7 +54,7 @@ fn compare(path: &str, min_cos: f64) {
         }
     };
     let Some(f_cpu) = open(path) else { return };
-    let cpu_model = Model::load(f_cpu, Arc::new(Cpu)).unwrap();
+    let cpu_model = Model::load(f_cpu, Arc::new(Cpu::new())).unwrap();
     // The per-op path on purpose (`Model::load` would run BERT whole: tests/gpu_model.rs).
     let per_op = LoadOptions {
         whole_forward: false,

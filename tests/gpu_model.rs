@@ -30,8 +30,8 @@ fn seqs() -> Vec<Vec<u32>> {
 #[test]
 fn cpu_backend_has_no_whole_forward() {
     let file = Arc::new(open());
-    assert!(Cpu.whole_forward(&file, "bert").is_none());
-    let model = Model::load(open(), Arc::new(Cpu)).unwrap();
+    assert!(Cpu::new().whole_forward(&file, "bert").is_none());
+    let model = Model::load(open(), Arc::new(Cpu::new())).unwrap();
     assert_eq!(model.forward_path(), ForwardPath::Cpu);
     model.embed_tokens(&seqs()).unwrap();
     assert_eq!(model.forward_path(), ForwardPath::Cpu);
@@ -97,7 +97,7 @@ mod gpu {
         assert!(vram > 10_000_000, "F16 MiniLM weights on the GPU: {vram}");
         assert_eq!(gpu.vram_bytes(), 0, "a second copy in the per-op cache");
 
-        let cpu = Model::load(open(), Arc::new(Cpu)).unwrap();
+        let cpu = Model::load(open(), Arc::new(Cpu::new())).unwrap();
         let got = model.embed_tokens(&seqs()).unwrap();
         assert_eq!(model.forward_path(), ForwardPath::GpuWhole);
         assert_same(
@@ -133,7 +133,7 @@ mod gpu {
     fn a_batch_too_big_for_the_device_runs_on_the_cpu_alone() {
         let Some(gpu) = backend() else { return };
         let model = Model::load(open(), gpu.clone()).unwrap();
-        let cpu = Model::load(open(), Arc::new(Cpu)).unwrap();
+        let cpu = Model::load(open(), Arc::new(Cpu::new())).unwrap();
         // 31 tokens need a 31 × 1536 × 4 = 190 KB feed-forward buffer; 4 tokens need 24 KB.
         gpu.gpu().limit_bindings_to(64 * 1024);
         let got = model.embed_tokens(&seqs()).unwrap();
@@ -156,7 +156,7 @@ mod gpu {
     fn a_gpu_fault_moves_the_model_to_the_cpu_for_good() {
         let Some(gpu) = backend() else { return };
         let model = Model::load(open(), gpu.clone()).unwrap();
-        let cpu = Model::load(open(), Arc::new(Cpu)).unwrap();
+        let cpu = Model::load(open(), Arc::new(Cpu::new())).unwrap();
         let want = cpu.embed_tokens(&seqs()).unwrap();
         model.embed_tokens(&seqs()).unwrap();
         assert_eq!(model.forward_path(), ForwardPath::GpuWhole);

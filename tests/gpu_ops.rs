@@ -205,7 +205,7 @@ fn backend_linear_caches_weights_and_matches_cpu() {
     };
     let b = rng.vec(n, 1.0);
     let (mut want, mut got) = (vec![0.0; m * n], vec![0.0; m * n]);
-    Cpu.linear(&x, m, &view, Some(&b), &mut want);
+    Cpu::new().linear(&x, m, &view, Some(&b), &mut want);
     be.linear(&x, m, &view, Some(&b), &mut got);
     let vram = be.vram_bytes();
     assert!(
@@ -425,7 +425,7 @@ fn lost_device_falls_back_to_cpu_without_panicking() {
     let mut x = rng.vec(4 * 64, 1.0);
     let (w, b) = (rng.vec(64, 1.0), rng.vec(64, 1.0));
     let mut want = x.clone();
-    Cpu.layer_norm(&mut want, &w, &b, 1e-12);
+    Cpu::new().layer_norm(&mut want, &w, &b, 1e-12);
     be.gpu().device.destroy();
     be.layer_norm(&mut x, &w, &b, 1e-12);
     assert!(

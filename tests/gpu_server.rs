@@ -36,7 +36,7 @@ fn embed_on_the_gpu_matches_the_cpu_and_ps_counts_vram() {
     assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
     let got = r.json()["embeddings"].clone();
 
-    let cpu = Model::load(GgufFile::open(F16.as_ref()).unwrap(), Arc::new(Cpu)).unwrap();
+    let cpu = Model::load(GgufFile::open(F16.as_ref()).unwrap(), Arc::new(Cpu::new())).unwrap();
     let want = cpu.embed(&texts).unwrap();
     for (i, w) in want.iter().enumerate() {
         let g = vector(&got[i]);

@@ -36,7 +36,7 @@ fn cosine_with_reference(model_file: &str) -> f64 {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures")
         .join(model_file);
-    let model = Model::load(GgufFile::open(&path).unwrap(), Arc::new(Cpu)).unwrap();
+    let model = Model::load(GgufFile::open(&path).unwrap(), Arc::new(Cpu::new())).unwrap();
     let got = &model.embed_tokens(&[ids]).unwrap().remove(0);
     let norm = got.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
     got.iter()

@@ -71,7 +71,7 @@ fn load() -> Option<Model> {
         return None;
     }
     let file = GgufFile::open(Path::new(MODEL)).expect("open SmolLM2");
-    Some(Model::load(file, Arc::new(Cpu)).expect("load SmolLM2"))
+    Some(Model::load(file, Arc::new(Cpu::new())).expect("load SmolLM2"))
 }
 
 #[test]
@@ -109,7 +109,7 @@ fn smollm2_embeddings_match_llama_cpp() {
     let arch = quiver::arch::load(model.file.clone()).unwrap();
     let batch = Batch::new(&g.token_ids);
     let t = Instant::now();
-    let hidden = arch.forward(&Cpu, &batch);
+    let hidden = arch.forward(&Cpu::new(), &batch);
     let took = t.elapsed();
     println!(
         "SmolLM2: one forward of {} inputs / {} tokens in {:.2?}",

@@ -521,7 +521,7 @@ fn check_against_reference(s: Spec) {
 
     let seqs: [&[u32]; 2] = [&[3, 17, 5, 9, 44, 0, 21], &[49, 8, 8, 30]];
     let batch = Batch::new(&seqs);
-    let hidden = model.forward(&Cpu, &batch);
+    let hidden = model.forward(&Cpu::new(), &batch);
     assert_eq!(hidden.len(), 11 * s.n_embd);
     assert!(
         hidden.iter().all(|v| v.is_finite()),
@@ -563,9 +563,9 @@ fn packed_sequences_do_not_see_each_other() {
         let (bytes, _) = make(s, 7, None);
         let model = arch::load(open(bytes)).unwrap();
         let (a, b): (&[u32], &[u32]) = (&[1, 2, 3, 4, 5], &[6, 7, 8]);
-        let both = model.forward(&Cpu, &Batch::new(&[a, b]));
-        let alone_a = model.forward(&Cpu, &Batch::new(&[a]));
-        let alone_b = model.forward(&Cpu, &Batch::new(&[b]));
+        let both = model.forward(&Cpu::new(), &Batch::new(&[a, b]));
+        let alone_a = model.forward(&Cpu::new(), &Batch::new(&[a]));
+        let alone_b = model.forward(&Cpu::new(), &Batch::new(&[b]));
         let alone: Vec<f32> = alone_a.into_iter().chain(alone_b).collect();
         assert_eq!(both.len(), alone.len());
         let max = both
@@ -586,8 +586,8 @@ fn causal_earlier_tokens_ignore_later_ones() {
     // The first three tokens' states must not depend on what follows them.
     let (bytes, _) = make(LLAMA, 9, None);
     let model = arch::load(open(bytes)).unwrap();
-    let short = model.forward(&Cpu, &Batch::new(&[[1u32, 2, 3]]));
-    let long = model.forward(&Cpu, &Batch::new(&[[1u32, 2, 3, 40, 41]]));
+    let short = model.forward(&Cpu::new(), &Batch::new(&[[1u32, 2, 3]]));
+    let long = model.forward(&Cpu::new(), &Batch::new(&[[1u32, 2, 3, 40, 41]]));
     let max = short
         .iter()
         .zip(&long)

@@ -4,6 +4,7 @@
 //! cargo bench -p quiver-kernels --bench matmul -- --warm-up-time 1 --measurement-time 3
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use quiver_kernels::matmul::int16::{matmul_i16, PackedI16};
 use quiver_kernels::matmul::{self, peak, FloatFormat, Isa, WeightFormat, Weights};
 
 /// Random weight bytes of a format (values need not be meaningful, only finite).
@@ -79,6 +80,12 @@ fn bench(c: &mut Criterion) {
                 b.iter(|| matmul::matmul(&x, m, &w, &mut y))
             });
         }
+        // f16 weights packed once to 13-bit integers (what the CPU backend runs for F16).
+        let data = weight_bytes(WeightFormat::Float(FloatFormat::F16), n, k);
+        let packed = PackedI16::pack(FloatFormat::F16, &data, n, k);
+        g.bench_function(BenchmarkId::from_parameter("f16_int16"), |b| {
+            b.iter(|| matmul_i16(isa, &x, m, &packed, &mut y))
+        });
         g.finish();
     }
 }

@@ -1,13 +1,21 @@
 //! The CPU backend: every operation is a call into `quiver_kernels`.
+//!
+//! f16 / bf16 layer matrices of a prepared model are packed once into the 13-bit integer layout
+//! of `matmul::int16` (twice the multiply-adds per instruction of f32 FMA, no per-call
+//! conversion); everything else is read from the file in its own dtype on each call.
 
 use super::{AttnShape, Backend};
+use crate::gguf::GgufFile;
 use crate::tensor::DType;
 use crate::tensor::TensorView;
+use quiver_kernels::matmul::int16::{matmul_i16, PackedI16};
 use quiver_kernels::matmul::{self, FloatFormat, Isa, WeightFormat, Weights};
 use quiver_kernels::{attention_fast, ops, ops_fast};
 use rayon::prelude::*;
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::{Arc, OnceLock};
 
 thread_local! {
     /// f32 copy of a weight whose dtype has no kernel (reused between calls on this thread).
@@ -27,12 +35,75 @@ fn weight_format(dtype: DType) -> Option<WeightFormat> {
     }
 }
 
+/// The packed copies of one model file's layer matrices, found by the address of the file
+/// bytes a `TensorView` borrows. The file is held, so no address is reused while this lives.
+struct Packed {
+    _file: Arc<GgufFile>,
+    by_addr: HashMap<usize, PackedI16>,
+}
+
+/// Packs the f16 / bf16 matrices of the repeating layers (`blk.N.*.weight`, 2-D): the
+/// embedding tables are only read a row at a time and stay in the file.
+fn pack_layers(file: &Arc<GgufFile>) -> Packed {
+    let mut by_addr = HashMap::new();
+    for t in &file.header.tensors {
+        let fmt = match t.dtype {
+            DType::F16 => FloatFormat::F16,
+            DType::BF16 => FloatFormat::BF16,
+            _ => continue,
+        };
+        if !t.name.starts_with("blk.") || !t.name.ends_with(".weight") || t.n_dims != 2 {
+            continue;
+        }
+        let (k, n) = (t.shape[0], t.shape[1]);
+        let data = &file.bytes()[t.offset..t.offset + t.len];
+        if k < 2 || data.len() != n * k * 2 {
+            continue;
+        }
+        by_addr.insert(data.as_ptr() as usize, PackedI16::pack(fmt, data, n, k));
+    }
+    Packed {
+        _file: file.clone(),
+        by_addr,
+    }
+}
+
 #[derive(Default)]
-pub struct Cpu;
+pub struct Cpu {
+    /// Filled by [`Backend::prepare`] (once: a backend serves one model load).
+    packed: OnceLock<Packed>,
+}
+
+impl Cpu {
+    pub fn new() -> Cpu {
+        Cpu::default()
+    }
+
+    /// The packed form of `w`, if `prepare` packed it.
+    fn packed(&self, w: &TensorView) -> Option<&PackedI16> {
+        let p = self
+            .packed
+            .get()?
+            .by_addr
+            .get(&(w.data.as_ptr() as usize))?;
+        (p.n == w.n_rows() && p.k == w.row_len()).then_some(p)
+    }
+
+    /// Heap bytes of packed weights.
+    pub fn packed_bytes(&self) -> usize {
+        self.packed
+            .get()
+            .map_or(0, |p| p.by_addr.values().map(PackedI16::bytes).sum())
+    }
+}
 
 impl Backend for Cpu {
     fn name(&self) -> &'static str {
         "cpu"
+    }
+
+    fn prepare(&self, file: &Arc<GgufFile>) {
+        self.packed.get_or_init(|| pack_layers(file));
     }
 
     fn linear(&self, x: &[f32], m: usize, w: &TensorView, bias: Option<&[f32]>, y: &mut [f32]) {
@@ -40,6 +111,13 @@ impl Backend for Cpu {
         let n = w.n_rows();
         assert_eq!(x.len(), m * k, "linear: input is not m×k");
         assert_eq!(y.len(), m * n, "linear: output is not m×n");
+        if let Some(p) = self.packed(w) {
+            matmul_i16(Isa::detect(), x, m, p, y);
+            if let Some(b) = bias {
+                ops::add_bias(y, b);
+            }
+            return;
+        }
         match weight_format(w.dtype) {
             Some(format) => matmul::matmul(
                 x,

@@ -34,6 +34,10 @@ pub trait Backend: Send + Sync {
         None
     }
 
+    /// Called once when a model loads on this backend (and runs op by op): a chance to
+    /// repack its weights. A backend serves one model load.
+    fn prepare(&self, _file: &Arc<GgufFile>) {}
+
     /// y[m×n] = x[m×k] · Wᵀ (+ bias): W is `n` rows of `k` values in any GGML dtype.
     fn linear(&self, x: &[f32], m: usize, w: &TensorView, bias: Option<&[f32]>, y: &mut [f32]);
 

@@ -191,7 +191,7 @@ fn load_model(opts: &BenchOptions) -> Result<Model, BenchError> {
         let entry = store.resolve(name).map_err(|e| err(&e))?;
         entry.open().map_err(|e| err(&e))?
     };
-    Model::load(file, Arc::new(Cpu)).map_err(|e| err(&e))
+    Model::load(file, Arc::new(Cpu::new())).map_err(|e| err(&e))
 }
 
 /// The server the HTTP measurements talk to: one given by `--url`, or one started in process.

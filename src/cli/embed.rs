@@ -22,7 +22,7 @@ pub fn run(store: &Store, model_name: &str, texts: Vec<String>) -> CliResult {
         texts
     };
     let entry = resolve_model(store, model_name)?;
-    let model = Model::load(entry.open()?, Arc::new(Cpu))?;
+    let model = Model::load(entry.open()?, Arc::new(Cpu::new()))?;
     let load_duration = start.elapsed();
 
     let mut embeddings = Vec::with_capacity(texts.len());

@@ -271,3 +271,134 @@ fn activation_quantisation_is_identical_on_every_path() {
 fn fma_peak_is_positive() {
     assert!(peak::fma_peak_gflops(Isa::detect(), 5) > 0.1);
 }
+
+mod int16_path {
+    use super::super::int16::{matmul_i16, quantize_row, quantize_row_scalar, PackedI16, QMAX};
+
+    #[test]
+    fn quantize_row_matches_scalar() {
+        let mut rng = Rng::new(15);
+        for len in [1, 15, 16, 17, 384, 1000] {
+            let mut v = rng.vec(len);
+            // Exact ties after scaling: max 4095 → scale 1, halves round to even.
+            v[0] = 4095.0;
+            if len > 3 {
+                v[1] = 2.5;
+                v[2] = -3.5;
+            }
+            let mut want = vec![0i16; len];
+            let sw = quantize_row_scalar(&v, &mut want);
+            if len > 3 {
+                assert_eq!((want[1], want[2]), (2, -4));
+            }
+            for isa in Isa::available() {
+                let mut got = vec![7i16; len];
+                assert_eq!(quantize_row(isa, &v, &mut got), sw, "{isa:?}");
+                assert_eq!(got, want, "{isa:?} len {len}");
+            }
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                let mut w = v.clone();
+                w[len / 2] = bad;
+                for isa in Isa::available() {
+                    assert!(
+                        quantize_row(isa, &w, &mut vec![0; len]).is_nan(),
+                        "{isa:?} {bad}"
+                    );
+                }
+            }
+        }
+        let mut z = vec![1i16; 20];
+        assert_eq!(quantize_row(Isa::detect(), &[0.0; 20], &mut z), 0.0);
+        assert!(z.iter().all(|&q| q == 0));
+    }
+
+    use super::*;
+
+    /// Every ISA gives the scalar kernel's result exactly (the same integer sums, the same
+    /// float steps), and that result is the f32 product within the quantisation error.
+    #[test]
+    fn matches_scalar_exactly_and_reference_closely() {
+        let mut rng = Rng::new(16);
+        for &(n, k) in &[(32, 64), (77, 301), (64, 384), (40, 1000), (5, 2)] {
+            let (bytes, wv) = f16_bytes(&rng.vec(n * k));
+            let packed = PackedI16::pack(FloatFormat::F16, &bytes, n, k);
+            for &m in &[1, 3, 8, 13, 17] {
+                let x = rng.vec(m * k);
+                let mut want = vec![0.0; m * n];
+                matmul_f32_ref(&x, &wv, m, k, n, &mut want);
+                let mut scalar = vec![f32::NAN; m * n];
+                matmul_i16(Isa::Scalar, &x, m, &packed, &mut scalar);
+                // |error| ≤ Σ |x||δw| + |δx||w| + |δx||δw| with |δ| ≤ max/(2·QMAX) per factor.
+                let bound = k as f32 * (1.0 / QMAX + 1e-6) * 1.01;
+                for (a, b) in scalar.iter().zip(&want) {
+                    assert!((a - b).abs() <= bound, "n {n} k {k} m {m}: {a} vs {b}");
+                }
+                for isa in Isa::available() {
+                    let mut got = vec![f32::NAN; m * n];
+                    matmul_i16(isa, &x, m, &packed, &mut got);
+                    assert_eq!(got, scalar, "{isa:?} n {n} k {k} m {m}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bf16_and_f32_weights_pack_too() {
+        let mut rng = Rng::new(17);
+        let (n, k, m) = (33, 130, 5);
+        let x = rng.vec(m * k);
+        let (bb, bv) = bf16_bytes(&rng.vec(n * k));
+        let fv = rng.vec(n * k);
+        let fb: Vec<u8> = fv.iter().flat_map(|v| v.to_le_bytes()).collect();
+        for (fmt, bytes, wv) in [(FloatFormat::BF16, bb, bv), (FloatFormat::F32, fb, fv)] {
+            let packed = PackedI16::pack(fmt, &bytes, n, k);
+            let (mut got, mut want) = (vec![0.0; m * n], vec![0.0; m * n]);
+            matmul_i16(Isa::detect(), &x, m, &packed, &mut got);
+            matmul_f32_ref(&x, &wv, m, k, n, &mut want);
+            for (a, b) in got.iter().zip(&want) {
+                assert!(
+                    (a - b).abs() <= k as f32 * 1.01 / QMAX,
+                    "{fmt:?}: {a} vs {b}"
+                );
+            }
+        }
+    }
+
+    /// The overflow bound: all weights and activations at the extreme of the same sign, the
+    /// longest k chunk, still sum exactly.
+    #[test]
+    fn extreme_values_do_not_overflow() {
+        let (n, k, m) = (32, 1024, 8);
+        let w: Vec<u8> = (0..n * k).flat_map(|_| 1.0f32.to_le_bytes()).collect();
+        let packed = PackedI16::pack(FloatFormat::F32, &w, n, k);
+        for sign in [1.0f32, -1.0] {
+            let x = vec![sign; m * k];
+            for isa in Isa::available() {
+                let mut y = vec![0.0; m * n];
+                matmul_i16(isa, &x, m, &packed, &mut y);
+                // Exact integer sums; only the f32 conversion and the scales round.
+                let want = sign * k as f32;
+                assert!(
+                    y.iter().all(|&v| (v - want).abs() <= want.abs() * 1e-6),
+                    "{isa:?}: {:?}",
+                    &y[..4]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn zero_rows_stay_zero_and_nan_propagates() {
+        let (n, k) = (4, 64);
+        let w: Vec<u8> = (0..n * k)
+            .flat_map(|i| ((i % 7) as f32).to_le_bytes())
+            .collect();
+        let packed = PackedI16::pack(FloatFormat::F32, &w, n, k);
+        let mut x = vec![0.0f32; 2 * k];
+        x[k + 3] = f32::NAN;
+        let mut y = vec![1.0; 2 * n];
+        matmul_i16(Isa::detect(), &x, 2, &packed, &mut y);
+        assert!(y[..n].iter().all(|&v| v == 0.0));
+        assert!(y[n..].iter().all(|v| v.is_nan()));
+    }
+}

@@ -124,7 +124,7 @@ impl GpuBackend {
             gpu,
             weights: Mutex::default(),
             pool: BufferPool::default(),
-            cpu: Cpu,
+            cpu: Cpu::new(),
             failed: AtomicBool::new(false),
         }
     }

@@ -65,7 +65,7 @@ pub fn select_backend() -> (Arc<dyn Backend>, String) {
     let raw = std::env::var("QUIVER_BACKEND").ok();
     let choice = match Choice::parse(raw.as_deref()) {
         Ok(c) => c,
-        Err(why) => return (Arc::new(Cpu), format!("backend: cpu ({why})")),
+        Err(why) => return (Arc::new(Cpu::new()), format!("backend: cpu ({why})")),
     };
     select(choice, env_flag("QUIVER_GPU_ALLOW_CPU_ADAPTER"))
 }
@@ -74,7 +74,7 @@ pub fn select_backend() -> (Arc<dyn Backend>, String) {
 pub fn select(choice: Choice, allow_cpu_adapter: bool) -> (Arc<dyn Backend>, String) {
     if choice == Choice::Cpu {
         return (
-            Arc::new(Cpu),
+            Arc::new(Cpu::new()),
             "backend: cpu (QUIVER_BACKEND=cpu)".to_string(),
         );
     }
@@ -88,14 +88,14 @@ fn open_gpu(allow_cpu_adapter: bool) -> (Arc<dyn Backend>, String) {
             let line = format!("backend: gpu on {}", g.adapter());
             (Arc::new(g), line)
         }
-        Err(e) => (Arc::new(Cpu), format!("backend: cpu ({e})")),
+        Err(e) => (Arc::new(Cpu::new()), format!("backend: cpu ({e})")),
     }
 }
 
 #[cfg(not(feature = "gpu"))]
 fn open_gpu(_allow_cpu_adapter: bool) -> (Arc<dyn Backend>, String) {
     (
-        Arc::new(Cpu),
+        Arc::new(Cpu::new()),
         "backend: cpu (built without the `gpu` feature)".to_string(),
     )
 }
