@@ -18,7 +18,11 @@ pub mod context;
 #[cfg(feature = "gpu")]
 pub mod kernels;
 #[cfg(feature = "gpu")]
+mod matmul;
+#[cfg(feature = "gpu")]
 mod pipelines;
+#[cfg(feature = "gpu")]
+mod rope;
 #[cfg(feature = "gpu")]
 pub mod weights;
 
@@ -27,7 +31,7 @@ pub use backend::GpuBackend;
 #[cfg(feature = "gpu")]
 pub use bert::{forward_bert, GpuBert};
 #[cfg(feature = "gpu")]
-pub use context::{list_adapters, Gpu, GpuError};
+pub use context::{list_adapters, Gpu, GpuError, Variants};
 
 use crate::backend::{cpu::Cpu, Backend};
 use std::sync::Arc;
