@@ -153,7 +153,10 @@ fn compare(arch: &str, dtype: DType, min_cos: f64) {
         .map(|(g, w)| cosine(g, w))
         .fold(1.0f64, f64::min);
     eprintln!("{arch} {dtype:?}: worst token cosine GPU vs CPU {worst:.7}");
-    assert!(worst >= min_cos, "{arch} {dtype:?}: cosine {worst} < {min_cos}");
+    assert!(
+        worst >= min_cos,
+        "{arch} {dtype:?}: cosine {worst} < {min_cos}"
+    );
 }
 
 #[test]

@@ -349,7 +349,9 @@ impl GpuBackend {
         let table = rotation_table(rope, bits);
         let xb = self.put("x", x)?;
         let pb = self.gpu.upload("positions", bytemuck::cast_slice(&pos))?;
-        let tb = self.gpu.upload("rope table", bytemuck::cast_slice(&table))?;
+        let tb = self
+            .gpu
+            .upload("rope table", bytemuck::cast_slice(&table))?;
         let mut enc = self.gpu.encoder();
         kernels::rope(
             &self.gpu,
