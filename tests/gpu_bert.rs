@@ -195,3 +195,38 @@ fn f16_whole_forward_matches_llama_cpp_vectors() {
 fn q8_0_whole_forward_matches_llama_cpp_vectors() {
     golden("all-minilm-q8_0.gguf", "all-minilm-q8_0", 0.999);
 }
+
+/// The whole forward pass with only the portable shaders (no `f16` loads, no dot4I8Packed), as
+/// on an adapter without those features: same tolerances against the CPU.
+#[test]
+fn portable_shader_variants_match_cpu() {
+    use quiver::backend::gpu::{Gpu, Variants};
+    let gpu = match Gpu::open_with(true, Variants::PORTABLE) {
+        Ok(g) => Arc::new(g),
+        Err(e) => {
+            skip(&format!("no GPU adapter ({e})"));
+            return;
+        }
+    };
+    assert_eq!(gpu.variants, Variants::PORTABLE);
+    for (file, min_cos) in [
+        ("all-minilm-f16.gguf", 0.9999),
+        ("all-minilm-q8_0.gguf", 0.999),
+    ] {
+        let path = format!("{}/fixtures/{file}", env!("CARGO_MANIFEST_DIR"));
+        let cpu = Model::load(open(&path).unwrap(), Arc::new(Cpu)).unwrap();
+        let want = cpu.embed_tokens(&seqs()).unwrap();
+        let bert = GpuBert::load(gpu.clone(), Arc::new(open(&path).unwrap())).unwrap();
+        let got = bert
+            .embed(&Batch::new(&seqs()), cpu.info.pooling, false)
+            .unwrap();
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            let c = cosine(g, w);
+            eprintln!("{file} portable shaders seq {i}: cosine {c:.7}");
+            assert!(
+                c >= min_cos,
+                "{file} portable seq {i}: cosine {c} < {min_cos}"
+            );
+        }
+    }
+}

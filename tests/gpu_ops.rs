@@ -4,12 +4,14 @@
 
 use quiver::backend::cpu::Cpu;
 use quiver::backend::gpu::kernels::{self, PoolMode};
-use quiver::backend::gpu::{select, Choice, GpuBackend};
-use quiver::backend::{AttnShape, Backend};
+use quiver::backend::gpu::{select, Choice, Gpu, GpuBackend, Variants};
+use quiver::backend::{AttnShape, Backend, Rope};
 use quiver::embed::{self, Pooling};
 use quiver::tensor::{dequantize, DType, TensorView};
+use quiver_kernels::rope::RopeLayout;
 use quiver_kernels::{attention, matmul::matmul_f32_ref, ops};
 use std::ops::Range;
+use std::sync::Arc;
 
 /// Says why a test did nothing, straight to stderr: the harness captures `println!` of passing
 /// tests, and a skip must be visible.
@@ -24,6 +26,17 @@ fn backend() -> Option<GpuBackend> {
             eprintln!("GPU tests on {}", b.adapter());
             Some(b)
         }
+        Err(e) => {
+            skip(&format!("no GPU adapter ({e})"));
+            None
+        }
+    }
+}
+
+/// A backend on a device of its own using only the shader variants in `v` (where supported).
+fn backend_with(v: Variants) -> Option<GpuBackend> {
+    match Gpu::open_with(true, v) {
+        Ok(g) => Some(GpuBackend::on(Arc::new(g))),
         Err(e) => {
             skip(&format!("no GPU adapter ({e})"));
             None
@@ -101,8 +114,18 @@ fn check_linear(
     let mut wd = vec![0.0; n * k];
     dequantize(dtype, &bytes, &mut wd);
     let bias = with_bias.then(|| rng.vec(n, 1.0));
+    // The packed-dot Q8_0 shader multiplies int8-quantised activations: so does the reference,
+    // and a quant that rounds the other way at a near-tie (GPU division is not exact) may move
+    // an output by one quantisation step of x times one weight.
+    let packed_dot = dtype == DType::Q8_0 && be.gpu().variants.packed_dot;
+    let (xr, step) = if packed_dot {
+        quantize_rows_q8(&x)
+    } else {
+        (x.clone(), vec![0.0; x.len() / 32 + 1])
+    };
+    let x = &x;
     let mut want = vec![0.0; m * n];
-    matmul_f32_ref(&x, &wd, m, k, n, &mut want);
+    matmul_f32_ref(&xr, &wd, m, k, n, &mut want);
     if let Some(b) = &bias {
         ops::add_bias(&mut want, b);
     }
@@ -110,27 +133,120 @@ fn check_linear(
     let mut bound = vec![0.0f32; m * n];
     for i in 0..m {
         for j in 0..n {
+            let flip = (0..k)
+                .map(|p| step[(i * k + p) / 32] * wd[j * k + p].abs())
+                .fold(0.0f32, f32::max);
             bound[i * n + j] = (0..k)
-                .map(|p| (x[i * k + p] * wd[j * k + p]).abs())
+                .map(|p| (xr[i * k + p] * wd[j * k + p]).abs())
                 .sum::<f32>()
                 * 1e-5
-                + 1e-5;
+                + 1e-5
+                + 2.0 * flip;
         }
     }
     let mut got = vec![f32::NAN; m * n];
-    be.try_linear(&x, m, &view, bias.as_deref(), &mut got)
+    be.try_linear(x, m, &view, bias.as_deref(), &mut got)
         .unwrap();
+    let path = if packed_dot { " (dot4I8Packed)" } else { "" };
     assert_close(
-        &format!("linear {dtype:?} {m}×{k}·{n}"),
+        &format!("linear {dtype:?}{path} {m}×{k}·{n}"),
         &got,
         &want,
         |i| bound[i],
     );
 }
 
+/// Activations as the packed-dot Q8_0 shader sees them: per block of 32, d = max|x| / 127 and
+/// q = round(x / d) ties to even. Returns the dequantised values q·d and each block's d.
+fn quantize_rows_q8(x: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let mut out = Vec::with_capacity(x.len());
+    let mut steps = Vec::new();
+    for b in x.chunks_exact(32) {
+        let amax = b.iter().fold(0.0f32, |a, &v| a.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+        out.extend(
+            b.iter()
+                .map(|&v| (v * id).round_ties_even().clamp(-127.0, 127.0) * d),
+        );
+        steps.push(d);
+    }
+    (out, steps)
+}
+
+#[test]
+fn adapter_features_and_shader_variants_are_reported() {
+    let Some(be) = backend() else { return };
+    let g = be.gpu();
+    let f16 = g.adapter_features.contains(wgpu::Features::SHADER_F16);
+    eprintln!("adapter {}: SHADER_F16 {f16}", g.describe());
+    eprintln!("adapter features: {:?}", g.adapter_features);
+    eprintln!("shader variants in use: {:?}", g.variants);
+    // Each variant is on exactly where the device can run it.
+    assert_eq!(g.variants.shader_f16, f16);
+    assert_eq!(
+        g.device.features().contains(wgpu::Features::SHADER_F16),
+        f16
+    );
+    assert_eq!(g.pipes.q8_dot4.is_some(), g.variants.packed_dot);
+    // Native wgpu always compiles dot4I8Packed (natively or through naga's polyfill).
+    assert!(g.variants.packed_dot);
+    let Some(portable) = backend_with(Variants::PORTABLE) else {
+        return;
+    };
+    assert_eq!(portable.gpu().variants, Variants::PORTABLE);
+    assert!(portable.gpu().pipes.q8_dot4.is_none());
+}
+
 #[test]
 fn matmul_matches_reference_for_each_dtype_and_shape() {
-    let Some(be) = backend() else { return };
+    for variants in [Variants::ALL, Variants::PORTABLE] {
+        let Some(be) = backend_with(variants) else {
+            return;
+        };
+        eprintln!("matmul with {:?}", be.gpu().variants);
+        matmul_shapes(&be);
+    }
+}
+
+/// Packed-dot Q8_0 against the plain f32 product too: the activation quantisation costs at
+/// most half a step of x per value, so the result stays within that of the exact product.
+#[test]
+fn q8_dot4_stays_near_the_f32_activation_product() {
+    let Some(be) = backend_with(Variants::ALL) else {
+        return;
+    };
+    if !be.gpu().variants.packed_dot {
+        skip("no dot4I8Packed on this device");
+        return;
+    }
+    let mut rng = Rng(41);
+    let (m, k, n) = (9, 384, 50);
+    let x = rng.vec(m * k, 1.0);
+    let bytes = weight_bytes(DType::Q8_0, &rng.vec(n * k, 0.5));
+    let view = TensorView {
+        dtype: DType::Q8_0,
+        shape: [k, n, 1, 1],
+        n_dims: 2,
+        data: &bytes,
+    };
+    let mut wd = vec![0.0; n * k];
+    dequantize(DType::Q8_0, &bytes, &mut wd);
+    let mut want = vec![0.0; m * n];
+    matmul_f32_ref(&x, &wd, m, k, n, &mut want);
+    let (_, step) = quantize_rows_q8(&x);
+    let mut got = vec![f32::NAN; m * n];
+    be.try_linear(&x, m, &view, None, &mut got).unwrap();
+    assert_close("q8 dot4 vs f32 activations", &got, &want, |i| {
+        let (r, c) = (i / n, i % n);
+        (0..k)
+            .map(|p| 0.5 * step[(r * k + p) / 32] * wd[c * k + p].abs())
+            .sum::<f32>()
+            + 1e-4
+    });
+}
+
+fn matmul_shapes(be: &GpuBackend) {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let shapes = [
         (1, 32, 1),
@@ -146,17 +262,25 @@ fn matmul_matches_reference_for_each_dtype_and_shape() {
     ];
     for dtype in [DType::F32, DType::F16, DType::Q8_0] {
         for (i, &(m, k, n)) in shapes.iter().enumerate() {
-            check_linear(&be, &mut rng, dtype, m, k, n, i % 2 == 0);
+            check_linear(be, &mut rng, dtype, m, k, n, i % 2 == 0);
         }
     }
     // Odd row lengths where the dtype allows them (F16 halves straddle u32 words).
-    check_linear(&be, &mut rng, DType::F16, 5, 33, 7, true);
-    check_linear(&be, &mut rng, DType::F32, 9, 3, 11, false);
+    check_linear(be, &mut rng, DType::F16, 5, 33, 7, true);
+    check_linear(be, &mut rng, DType::F32, 9, 3, 11, false);
 }
 
 #[test]
 fn weights_beyond_one_binding_are_split_by_rows() {
-    let Some(be) = backend() else { return };
+    for variants in [Variants::ALL, Variants::PORTABLE] {
+        let Some(be) = backend_with(variants) else {
+            return;
+        };
+        split_weights(&be);
+    }
+}
+
+fn split_weights(be: &GpuBackend) {
     // Far below any real adapter's limit, so these small weights need several bindings.
     be.gpu().limit_bindings_to(4096);
     let mut rng = Rng(37);
@@ -172,10 +296,10 @@ fn weights_beyond_one_binding_are_split_by_rows() {
         w.parts.iter().map(|p| p.rows).collect::<Vec<_>>(),
         [16, 16, 16, 16, 6]
     );
-    check_linear(&be, &mut rng, DType::F32, 5, 64, 70, true);
-    check_linear(&be, &mut rng, DType::F16, 5, 64, 100, false);
-    check_linear(&be, &mut rng, DType::F16, 3, 33, 130, true);
-    check_linear(&be, &mut rng, DType::Q8_0, 5, 64, 200, true);
+    check_linear(be, &mut rng, DType::F32, 5, 64, 70, true);
+    check_linear(be, &mut rng, DType::F16, 5, 64, 100, false);
+    check_linear(be, &mut rng, DType::F16, 3, 33, 130, true);
+    check_linear(be, &mut rng, DType::Q8_0, 5, 64, 200, true);
     // A single row that does not fit is a clear error.
     let bytes = weight_bytes(DType::F32, &rng.vec(2048 * 2, 1.0));
     let view = TensorView {
@@ -510,4 +634,94 @@ fn selection_follows_quiver_backend() {
     let (gpu, line) = select(Choice::Gpu, false);
     eprintln!("{line}");
     assert_eq!(gpu.name() == "gpu", !adapters.is_empty(), "{line}");
+}
+
+/// Positions as llama gives them: restarting at 0 in each packed sequence.
+fn positions_of(lens: &[usize]) -> Vec<usize> {
+    lens.iter().flat_map(|&l| 0..l).collect()
+}
+
+#[test]
+fn rope_matches_cpu_both_layouts_with_scaling_and_factors() {
+    let Some(be) = backend() else { return };
+    let mut rng = Rng(43);
+    let mut positions = positions_of(&[5, 1, 40]);
+    // Far positions: the angle reaches thousands of radians.
+    positions.extend([1000, 4095, 4096, 9999, 65_535, 131_071]);
+    let n = positions.len();
+    let factors: Vec<f32> = (0..64).map(|i| 1.0 + i as f32 * 0.37).collect();
+    for layout in [RopeLayout::Normal, RopeLayout::NeoX] {
+        // (n_head, head_dim, n_rot, base, scale, factors)
+        let cases: [(usize, usize, usize, f32, f32, bool); 5] = [
+            (4, 64, 64, 10_000.0, 1.0, false),
+            (3, 128, 128, 500_000.0, 1.0, true),
+            (2, 32, 16, 10_000.0, 0.25, false),
+            (5, 16, 8, 1e6, 1.0, true),
+            (1, 2, 2, 100.0, 0.5, false),
+        ];
+        for (n_head, head_dim, n_rot, base, scale, with_factors) in cases {
+            let rope = Rope {
+                layout,
+                head_dim,
+                n_rot,
+                freq_base: base,
+                freq_scale: scale,
+                freq_factors: with_factors.then_some(&factors[..n_rot / 2]),
+            };
+            let row = n_head * head_dim;
+            let x = rng.vec(n * row, 2.0);
+            let (mut want, mut got) = (x.clone(), x.clone());
+            rope.apply(&mut want, row, &positions);
+            be.try_rope(&rope, &mut got, row, &positions).unwrap();
+            assert_close(
+                &format!("rope {layout:?} {n_head}×{head_dim} n_rot {n_rot} base {base}"),
+                &got,
+                &want,
+                |_| 1e-5,
+            );
+            // Values past n_rot are untouched, bit for bit.
+            for (g, x0) in got.chunks(head_dim).zip(x.chunks(head_dim)) {
+                assert_eq!(g[n_rot..], x0[n_rot..]);
+            }
+        }
+    }
+}
+
+#[test]
+fn rope_through_the_backend_trait_and_bad_shapes_are_errors() {
+    let Some(be) = backend() else { return };
+    let mut rng = Rng(47);
+    let rope = Rope {
+        layout: RopeLayout::NeoX,
+        head_dim: 16,
+        n_rot: 16,
+        freq_base: 10_000.0,
+        freq_scale: 1.0,
+        freq_factors: None,
+    };
+    let positions = positions_of(&[7, 70]);
+    let x = rng.vec(positions.len() * 32, 1.0);
+    let (mut want, mut got) = (x.clone(), x.clone());
+    Cpu.rope(&rope, &mut want, 32, &positions);
+    be.rope(&rope, &mut got, 32, &positions);
+    assert!(!be.fell_back());
+    assert_close("Backend::rope", &got, &want, |_| 1e-5);
+    // No tokens: nothing to do.
+    be.try_rope(&rope, &mut [], 32, &[]).unwrap();
+
+    let mut y = x.clone();
+    let odd = Rope { n_rot: 15, ..rope };
+    assert!(be.try_rope(&odd, &mut y, 32, &positions).is_err());
+    let wide = Rope { n_rot: 18, ..rope };
+    assert!(be.try_rope(&wide, &mut y, 32, &positions).is_err());
+    // Rows that are not whole heads, or a row count that does not match the positions.
+    assert!(be.try_rope(&rope, &mut y, 24, &positions).is_err());
+    assert!(be.try_rope(&rope, &mut y, 32, &positions[1..]).is_err());
+    let few = [1.0f32; 3];
+    let short = Rope {
+        freq_factors: Some(&few),
+        ..rope
+    };
+    assert!(be.try_rope(&short, &mut y, 32, &positions).is_err());
+    assert_eq!(y, x, "a refused call leaves x alone");
 }

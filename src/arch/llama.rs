@@ -9,7 +9,6 @@ use crate::backend::{AttnShape, Backend};
 use crate::embed::Pooling;
 use crate::gguf::{GgufFile, TensorInfo};
 use quiver_kernels::rope::Rope;
-use rayon::prelude::*;
 use std::sync::Arc;
 
 /// Hyper-parameters, from the `<arch>.*` keys.
@@ -273,8 +272,8 @@ impl Architecture for Llama {
             if let Some(w) = &l.k_norm {
                 be.rms_norm(&mut k, w, c.eps);
             }
-            rope_rows(&rope, &mut q, qd, &positions);
-            rope_rows(&rope, &mut k, kvd, &positions);
+            be.rope(&rope, &mut q, qd, &positions);
+            be.rope(&rope, &mut k, kvd, &positions);
             be.attention(&q, &k, &v, &batch.seqs, shape, true, &mut attn);
             be.linear(&attn, n, &view(file, &l.o), None, &mut proj);
             quiver_kernels::ops::add(&mut x, &proj);
@@ -291,12 +290,4 @@ impl Architecture for Llama {
         be.rms_norm(&mut x, &self.output_norm, c.eps);
         x
     }
-}
-
-/// RoPE over the rows of `x`, split across threads in chunks of tokens.
-fn rope_rows(rope: &Rope, x: &mut [f32], row_len: usize, positions: &[usize]) {
-    const CHUNK: usize = 32;
-    x.par_chunks_mut(row_len * CHUNK)
-        .zip(positions.par_chunks(CHUNK))
-        .for_each(|(x, p)| rope.apply(x, row_len, p));
 }

@@ -9,11 +9,13 @@ pub mod cpu;
 pub mod gpu;
 
 pub use quiver_kernels::attention::AttnShape;
+pub use quiver_kernels::rope::Rope;
 
 use crate::arch::Batch;
 use crate::embed::Pooling;
 use crate::gguf::GgufFile;
 use crate::tensor::TensorView;
+use rayon::prelude::*;
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
@@ -66,6 +68,20 @@ pub trait Backend: Send + Sync {
         causal: bool,
         out: &mut [f32],
     );
+
+    /// RoPE in place over the rows of `x` (`row_len` values each, whole heads); row `t` is at
+    /// position `positions[t]`. By default the CPU kernel ([`rope_on_cpu`]).
+    fn rope(&self, rope: &Rope, x: &mut [f32], row_len: usize, positions: &[usize]) {
+        rope_on_cpu(rope, x, row_len, positions);
+    }
+}
+
+/// `quiver_kernels::rope` over the rows of `x`, split across threads in chunks of tokens.
+pub fn rope_on_cpu(rope: &Rope, x: &mut [f32], row_len: usize, positions: &[usize]) {
+    const CHUNK: usize = 32;
+    x.par_chunks_mut(row_len * CHUNK)
+        .zip(positions.par_chunks(CHUNK))
+        .for_each(|(x, p)| rope.apply(x, row_len, p));
 }
 
 /// A model's forward pass and pooling run entirely by a backend: a packed batch in, one pooled

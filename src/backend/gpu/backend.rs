@@ -5,8 +5,9 @@
 use super::bert::GpuBert;
 use super::context::{Gpu, GpuError};
 use super::kernels;
+use super::rope::{position_bits, rotation_table};
 use super::weights::{upload_weight, GpuWeight, WeightKey};
-use crate::backend::{cpu::Cpu, AttnShape, Backend, WholeForward};
+use crate::backend::{cpu::Cpu, rope_on_cpu, AttnShape, Backend, Rope, WholeForward};
 use crate::gguf::GgufFile;
 use crate::tensor::TensorView;
 use std::collections::HashMap;
@@ -332,6 +333,40 @@ impl GpuBackend {
         self.gpu.finish_and_read(enc, &outb, out)
     }
 
+    pub fn try_rope(
+        &self,
+        rope: &Rope,
+        x: &mut [f32],
+        row_len: usize,
+        positions: &[usize],
+    ) -> Result<(), GpuError> {
+        super::rope::check(rope, x.len(), row_len, positions.len())?;
+        let pos = positions
+            .iter()
+            .map(|&p| kernels::u32_of("position", p))
+            .collect::<Result<Vec<u32>, _>>()?;
+        let bits = position_bits(&pos);
+        let table = rotation_table(rope, bits);
+        let xb = self.put("x", x)?;
+        let pb = self.gpu.upload("positions", bytemuck::cast_slice(&pos))?;
+        let tb = self
+            .gpu
+            .upload("rope table", bytemuck::cast_slice(&table))?;
+        let mut enc = self.gpu.encoder();
+        kernels::rope(
+            &self.gpu,
+            &mut enc,
+            rope,
+            &xb,
+            row_len,
+            positions.len(),
+            &pb,
+            &tb,
+            bits,
+        )?;
+        self.gpu.finish_and_read(enc, &xb, x)
+    }
+
     /// Runs `op` on the GPU unless it has failed before; on a fault, logs it, remembers it and
     /// returns false so the caller runs the CPU kernel instead.
     fn on_gpu(&self, name: &str, op: impl FnOnce() -> Result<(), GpuError>) -> bool {
@@ -423,6 +458,12 @@ impl Backend for GpuBackend {
             self.try_attention(q, k, v, seqs, shape, causal, out)
         }) {
             self.cpu.attention(q, k, v, seqs, shape, causal, out);
+        }
+    }
+
+    fn rope(&self, rope: &Rope, x: &mut [f32], row_len: usize, positions: &[usize]) {
+        if !self.on_gpu("rope", || self.try_rope(rope, x, row_len, positions)) {
+            rope_on_cpu(rope, x, row_len, positions);
         }
     }
 }

@@ -80,12 +80,41 @@ pub fn describe(info: &wgpu::AdapterInfo) -> String {
     format!("{} ({:?}, {:?})", info.name, info.device_type, info.backend)
 }
 
+/// Optional shader variants: each is used where the device supports it and the caller wants
+/// it (tests turn them off to exercise the portable fallbacks on the same adapter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Variants {
+    /// F16 weights read as `f16` (`enable f16;`, wgpu's `SHADER_F16`) rather than unpacked
+    /// from u32 words with `unpack2x16float`.
+    pub shader_f16: bool,
+    /// Q8_0 matmuls on int8-quantised activations with `dot4I8Packed` (WGSL's
+    /// `packed_4x8_integer_dot_product`) rather than on f32 activations.
+    pub packed_dot: bool,
+}
+
+impl Variants {
+    /// Every variant, where available.
+    pub const ALL: Variants = Variants {
+        shader_f16: true,
+        packed_dot: true,
+    };
+    /// Only the portable shaders.
+    pub const PORTABLE: Variants = Variants {
+        shader_f16: false,
+        packed_dot: false,
+    };
+}
+
 pub struct Gpu {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
+    /// Everything the adapter offers (the device enables only what a variant needs).
+    pub adapter_features: wgpu::Features,
     pub limits: wgpu::Limits,
     pub pipes: Pipelines,
+    /// The optional shader variants this device's pipelines use.
+    pub variants: Variants,
     fault: Arc<Mutex<Option<String>>>,
     /// Largest storage binding, from the adapter (lowered only by `limit_bindings_to`).
     binding_limit: AtomicU64,
@@ -94,8 +123,14 @@ pub struct Gpu {
 }
 
 impl Gpu {
-    /// Opens the best adapter; CPU adapters count only with `allow_cpu`.
+    /// Opens the best adapter with every shader variant it supports; CPU adapters count only
+    /// with `allow_cpu`.
     pub fn open(allow_cpu: bool) -> Result<Gpu, GpuError> {
+        Gpu::open_with(allow_cpu, Variants::ALL)
+    }
+
+    /// [`Gpu::open`] using only the optional shader variants in `want` (where supported).
+    pub fn open_with(allow_cpu: bool, want: Variants) -> Result<Gpu, GpuError> {
         let instance = new_instance();
         let adapters = pollster::block_on(instance.enumerate_adapters(native_backends()));
         let adapter = adapters
@@ -118,9 +153,23 @@ impl Gpu {
         // Ask for everything the adapter offers: the storage binding limit decides how large a
         // batch fits in one dispatch.
         let limits = adapter.limits();
+        let variants = Variants {
+            shader_f16: want.shader_f16 && adapter.features().contains(wgpu::Features::SHADER_F16),
+            // Native wgpu always accepts `dot4I8Packed`: naga lowers it to SPIR-V `OpSDot` where
+            // the driver has integer dot products, else to an exact shift-and-multiply polyfill.
+            packed_dot: want.packed_dot
+                && instance
+                    .wgsl_language_features()
+                    .contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct),
+        };
+        let required_features = if variants.shader_f16 {
+            wgpu::Features::SHADER_F16
+        } else {
+            wgpu::Features::empty()
+        };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("quiver"),
-            required_features: wgpu::Features::empty(),
+            required_features,
             required_limits: limits.clone(),
             ..Default::default()
         }))
@@ -137,7 +186,7 @@ impl Gpu {
             let mut slot = f.lock().unwrap_or_else(|p| p.into_inner());
             slot.get_or_insert_with(|| format!("device lost ({reason:?}): {msg}"));
         });
-        let pipes = Pipelines::new(&device);
+        let pipes = Pipelines::new(&device, variants);
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("dummy"),
             size: 16,
@@ -153,8 +202,10 @@ impl Gpu {
             device,
             queue,
             info,
+            adapter_features: adapter.features(),
             limits,
             pipes,
+            variants,
             fault,
             binding_limit,
             dummy,

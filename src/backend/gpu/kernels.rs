@@ -3,9 +3,11 @@
 //! whole-forward path.
 
 use super::context::{Gpu, GpuError};
-use super::pipelines::{Pipe, SMALL_M_TILE};
-use super::weights::{GpuWeight, WeightKind};
+use super::pipelines::Pipe;
 use crate::backend::AttnShape;
+
+pub use super::matmul::matmul;
+pub use super::rope::rope;
 
 /// Marks parameter blocks as plain old data for upload.
 macro_rules! pod {
@@ -15,12 +17,13 @@ macro_rules! pod {
         unsafe impl bytemuck::Pod for $t {}
     )*};
 }
-pod!(MatmulParams, NormParams, LenParams, AttnParams, PoolParams);
+pub(super) use pod;
+pod!(NormParams, LenParams, AttnParams, PoolParams);
 
 /// Most workgroups in one dispatch dimension (WebGPU's default limit).
-const MAX_GROUPS: u32 = 65535;
+pub(super) const MAX_GROUPS: u32 = 65535;
 
-fn dispatch(
+pub(super) fn dispatch(
     gpu: &Gpu,
     enc: &mut wgpu::CommandEncoder,
     pipe: &Pipe,
@@ -38,7 +41,7 @@ fn dispatch(
 }
 
 /// `count` workgroups folded into x·y (shaders recover the index as x + y·num_workgroups.x).
-fn fold(count: usize) -> Result<[u32; 3], GpuError> {
+pub(super) fn fold(count: usize) -> Result<[u32; 3], GpuError> {
     let count =
         u32::try_from(count).map_err(|_| GpuError::Unsupported(format!("{count} workgroups")))?;
     let x = count.clamp(1, MAX_GROUPS);
@@ -51,88 +54,9 @@ fn fold(count: usize) -> Result<[u32; 3], GpuError> {
     Ok([x, y, 1])
 }
 
-fn u32_of(what: &str, v: usize) -> Result<u32, GpuError> {
+pub(crate) fn u32_of(what: &str, v: usize) -> Result<u32, GpuError> {
     u32::try_from(v)
         .map_err(|_| GpuError::Unsupported(format!("{what} = {v} does not fit 32 bits")))
-}
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct MatmulParams {
-    m: u32,
-    n: u32,
-    k: u32,
-    has_bias: u32,
-    ldy: u32,
-    col_off: u32,
-    pad: [u32; 2],
-}
-
-/// y[m×n] = x[m×k] · Wᵀ (+ bias).
-pub fn matmul(
-    gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
-    x: &wgpu::Buffer,
-    m: usize,
-    w: &GpuWeight,
-    bias: Option<&wgpu::Buffer>,
-    y: &wgpu::Buffer,
-) -> Result<(), GpuError> {
-    if u32_of("m·k", m * w.k).is_err() || u32_of("m·n", m * w.n).is_err() {
-        return Err(GpuError::Unsupported(format!(
-            "matmul of {m}×{} by {}×{} overflows 32-bit indexing",
-            w.k, w.n, w.k
-        )));
-    }
-    // Short batches take the 16-row tiles: 64-row tiles would be mostly padding.
-    let (variant, bm) = if m <= 2 * SMALL_M_TILE {
-        (1, SMALL_M_TILE)
-    } else {
-        (0, 64)
-    };
-    let pipe = match w.kind {
-        WeightKind::F32 => &gpu.pipes.matmul_f32[variant],
-        WeightKind::F16 => &gpu.pipes.matmul_f16[variant],
-        WeightKind::Q8_0 => &gpu.pipes.matmul_q8_0[variant],
-    };
-    if m == 0 {
-        return Ok(());
-    }
-    let row_tiles = u32_of("tiles", m.div_ceil(bm))?;
-    if row_tiles > MAX_GROUPS {
-        return Err(GpuError::Unsupported(format!(
-            "matmul with {m} rows has too many tiles"
-        )));
-    }
-    // One dispatch per row block of W, each filling its own columns of y.
-    for part in &w.parts {
-        let p = MatmulParams {
-            m: m as u32,
-            n: part.rows as u32,
-            k: w.k as u32,
-            has_bias: bias.is_some() as u32,
-            ldy: w.n as u32,
-            col_off: part.row0 as u32,
-            pad: [0; 2],
-        };
-        let col_tiles = u32_of("tiles", part.rows.div_ceil(64))?;
-        if col_tiles > MAX_GROUPS {
-            return Err(GpuError::Unsupported(format!(
-                "matmul with {} outputs has too many tiles",
-                part.rows
-            )));
-        }
-        let params = gpu.uniform(&p);
-        let scales = part.scales.as_ref().unwrap_or(&gpu.dummy);
-        dispatch(
-            gpu,
-            enc,
-            pipe,
-            &[&params, x, &part.w, scales, bias.unwrap_or(&gpu.dummy), y],
-            [col_tiles, row_tiles, 1],
-        );
-    }
-    Ok(())
 }
 
 #[repr(C)]

@@ -8,6 +8,10 @@
 //!   then runs every BERT batch that way (a packed batch is one submission) and never fills
 //!   the per-op weight cache.
 //! - [`select_backend`] picks GPU or CPU from `QUIVER_BACKEND` for the server.
+//!
+//! Some shaders have a faster variant chosen when the device is opened ([`Variants`]): F16
+//! weights read as `f16` where the adapter has `SHADER_F16`, and Q8_0 matmuls on int8
+//! activations with `dot4I8Packed`; the portable shaders remain the fallback.
 
 #[cfg(feature = "gpu")]
 mod backend;
@@ -18,7 +22,11 @@ pub mod context;
 #[cfg(feature = "gpu")]
 pub mod kernels;
 #[cfg(feature = "gpu")]
+mod matmul;
+#[cfg(feature = "gpu")]
 mod pipelines;
+#[cfg(feature = "gpu")]
+mod rope;
 #[cfg(feature = "gpu")]
 pub mod weights;
 
@@ -27,7 +35,7 @@ pub use backend::GpuBackend;
 #[cfg(feature = "gpu")]
 pub use bert::{forward_bert, GpuBert};
 #[cfg(feature = "gpu")]
-pub use context::{list_adapters, Gpu, GpuError};
+pub use context::{list_adapters, Gpu, GpuError, Variants};
 
 use crate::backend::{cpu::Cpu, Backend};
 use std::sync::Arc;

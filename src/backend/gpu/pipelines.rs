@@ -1,5 +1,7 @@
 //! Every compute pipeline, built once per device from the WGSL in `shaders/`.
 
+use super::context::Variants;
+
 /// How a shader uses one binding; bindings are numbered in order from 0.
 #[derive(Clone, Copy)]
 pub enum Bind {
@@ -78,16 +80,40 @@ impl Pipe {
 pub const MATMUL_WGSL: &str = include_str!("../../../shaders/matmul.wgsl");
 pub const MATMUL_F32_WGSL: &str = include_str!("../../../shaders/matmul_f32.wgsl");
 pub const MATMUL_F16_WGSL: &str = include_str!("../../../shaders/matmul_f16.wgsl");
+pub const MATMUL_F16_NATIVE_WGSL: &str = include_str!("../../../shaders/matmul_f16_native.wgsl");
 pub const MATMUL_Q8_0_WGSL: &str = include_str!("../../../shaders/matmul_q8_0.wgsl");
+pub const MATMUL_Q8_DOT4_WGSL: &str = include_str!("../../../shaders/matmul_q8_dot4.wgsl");
 
 /// Rows of y per workgroup in the matmul variant for short batches.
 pub const SMALL_M_TILE: usize = 16;
 
+/// `source` with its 64-row tile (`const BM: u32 = 64u;`) cut to `SMALL_M_TILE` rows.
+fn small_tile(source: &str) -> String {
+    let small = source.replace(
+        "const BM: u32 = 64u;",
+        &format!("const BM: u32 = {SMALL_M_TILE}u;"),
+    );
+    debug_assert_ne!(small, source, "the matmul shader declares BM as expected");
+    small
+}
+
+/// The packed-dot Q8_0 path: activations quantised to int8, then the int8 matmul.
+pub struct Q8Dot4 {
+    pub quantize: Pipe,
+    /// [64-row tiles, 16-row tiles].
+    pub matmul: [Pipe; 2],
+}
+
 pub struct Pipelines {
     /// Per weight dtype: [64-row tiles, 16-row tiles (see `SMALL_M_TILE`)].
     pub matmul_f32: [Pipe; 2],
+    /// Reads f16 natively where the device has SHADER_F16, else through `unpack2x16float`.
     pub matmul_f16: [Pipe; 2],
+    /// Q8_0 weights times f32 activations: the fallback for `q8_dot4`.
     pub matmul_q8_0: [Pipe; 2],
+    /// Present where the device's WGSL has `dot4I8Packed` (and the caller wants it).
+    pub q8_dot4: Option<Q8Dot4>,
+    pub rope: Pipe,
     pub layer_norm: Pipe,
     pub rms_norm: Pipe,
     pub gelu: Pipe,
@@ -98,18 +124,13 @@ pub struct Pipelines {
 }
 
 impl Pipelines {
-    pub fn new(device: &wgpu::Device) -> Pipelines {
+    /// Every pipeline, the optional variants as `variants` says (the caller has checked that
+    /// the device supports them).
+    pub fn new(device: &wgpu::Device, variants: Variants) -> Pipelines {
         use Bind::*;
         // params, x, w, scales, bias, y
         let mm = [Uniform, Read, Read, Read, Read, ReadWrite];
-        let small = MATMUL_WGSL.replace(
-            "const BM: u32 = 64u;",
-            &format!("const BM: u32 = {SMALL_M_TILE}u;"),
-        );
-        debug_assert_ne!(
-            small, MATMUL_WGSL,
-            "matmul.wgsl declares BM as the variants expect"
-        );
+        let small = small_tile(MATMUL_WGSL);
         let matmul = |label: &str, prelude: &str| {
             [
                 Pipe::new(device, label, &format!("{prelude}\n{MATMUL_WGSL}"), &mm),
@@ -118,8 +139,39 @@ impl Pipelines {
         };
         Pipelines {
             matmul_f32: matmul("matmul_f32", MATMUL_F32_WGSL),
-            matmul_f16: matmul("matmul_f16", MATMUL_F16_WGSL),
+            matmul_f16: if variants.shader_f16 {
+                matmul("matmul_f16_native", MATMUL_F16_NATIVE_WGSL)
+            } else {
+                matmul("matmul_f16", MATMUL_F16_WGSL)
+            },
             matmul_q8_0: matmul("matmul_q8_0", MATMUL_Q8_0_WGSL),
+            q8_dot4: variants.packed_dot.then(|| {
+                // params, xq, w, scales, bias, y, xd
+                let binds = [Uniform, Read, Read, Read, Read, ReadWrite, Read];
+                Q8Dot4 {
+                    quantize: Pipe::new(
+                        device,
+                        "quantize_q8",
+                        include_str!("../../../shaders/quantize_q8.wgsl"),
+                        &[Uniform, Read, ReadWrite, ReadWrite],
+                    ),
+                    matmul: [
+                        Pipe::new(device, "matmul_q8_dot4", MATMUL_Q8_DOT4_WGSL, &binds),
+                        Pipe::new(
+                            device,
+                            "matmul_q8_dot4",
+                            &small_tile(MATMUL_Q8_DOT4_WGSL),
+                            &binds,
+                        ),
+                    ],
+                }
+            }),
+            rope: Pipe::new(
+                device,
+                "rope",
+                include_str!("../../../shaders/rope.wgsl"),
+                &[Uniform, ReadWrite, Read, Read],
+            ),
             layer_norm: Pipe::new(
                 device,
                 "layer_norm",
