@@ -214,7 +214,7 @@ fn portable_shader_variants_match_cpu() {
         ("all-minilm-q8_0.gguf", 0.999),
     ] {
         let path = format!("{}/fixtures/{file}", env!("CARGO_MANIFEST_DIR"));
-        let cpu = Model::load(open(&path).unwrap(), Arc::new(Cpu)).unwrap();
+        let cpu = Model::load(open(&path).unwrap(), Arc::new(Cpu::new())).unwrap();
         let want = cpu.embed_tokens(&seqs()).unwrap();
         let bert = GpuBert::load(gpu.clone(), Arc::new(open(&path).unwrap())).unwrap();
         let got = bert

@@ -143,7 +143,7 @@ fn compare(arch: &str, dtype: DType, min_cos: f64) {
     let long: Vec<u32> = (0..150).map(|i| (i * 7 % N_VOCAB) as u32).collect();
     let seqs: [&[u32]; 3] = [&[3, 17, 5, 9, 44, 0, 21], &long, &[49, 8, 8, 30]];
     let batch = Batch::new(&seqs);
-    let want = m.forward(&Cpu, &batch);
+    let want = m.forward(&Cpu::new(), &batch);
     let got = m.forward(&gpu, &batch);
     assert!(!gpu.fell_back(), "{arch}: the GPU backend fell back");
     assert!(gpu.vram_bytes() > 0, "{arch}: weights on the GPU");

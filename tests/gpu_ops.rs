@@ -702,7 +702,7 @@ fn rope_through_the_backend_trait_and_bad_shapes_are_errors() {
     let positions = positions_of(&[7, 70]);
     let x = rng.vec(positions.len() * 32, 1.0);
     let (mut want, mut got) = (x.clone(), x.clone());
-    Cpu.rope(&rope, &mut want, 32, &positions);
+    Cpu::new().rope(&rope, &mut want, 32, &positions);
     be.rope(&rope, &mut got, 32, &positions);
     assert!(!be.fell_back());
     assert_close("Backend::rope", &got, &want, |_| 1e-5);
