@@ -1,14 +1,17 @@
 //! The CPU backend: every operation is a call into `quiver_kernels`.
 //!
-//! f16 / bf16 layer matrices of a prepared model are packed once into the 13-bit integer layout
-//! of `matmul::int16` (twice the multiply-adds per instruction of f32 FMA, no per-call
-//! conversion); everything else is read from the file in its own dtype on each call.
+//! The layer matrices of a prepared model are packed once: f16 / bf16 into the 13-bit integer
+//! layout of `matmul::int16` (twice the multiply-adds per instruction of f32 FMA, no per-call
+//! conversion), Q8_0 / Q4_0 / Q4_1 into the panels of `matmul::q8`. Everything else (f32,
+//! K-quants, embedding tables) is read from the file in its own dtype on each call.
 
 use super::{AttnShape, Backend};
 use crate::gguf::GgufFile;
 use crate::tensor::DType;
 use crate::tensor::TensorView;
+use quiver_kernels::matmul::gemv::GEMV_MAX_ROWS;
 use quiver_kernels::matmul::int16::{matmul_i16, PackedI16};
+use quiver_kernels::matmul::q8::{matmul_quant_packed, PackedQuant};
 use quiver_kernels::matmul::{self, FloatFormat, Isa, WeightFormat, Weights};
 use quiver_kernels::{attention_fast, ops, ops_fast};
 use rayon::prelude::*;
@@ -35,32 +38,58 @@ fn weight_format(dtype: DType) -> Option<WeightFormat> {
     }
 }
 
+/// One packed matrix.
+enum PackedWeight {
+    Int16(PackedI16),
+    Quant(PackedQuant),
+}
+
+impl PackedWeight {
+    fn shape(&self) -> (usize, usize) {
+        match self {
+            PackedWeight::Int16(p) => (p.n, p.k),
+            PackedWeight::Quant(p) => (p.n, p.k),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            PackedWeight::Int16(p) => p.bytes(),
+            PackedWeight::Quant(p) => p.bytes(),
+        }
+    }
+}
+
 /// The packed copies of one model file's layer matrices, found by the address of the file
 /// bytes a `TensorView` borrows. The file is held, so no address is reused while this lives.
 struct Packed {
     _file: Arc<GgufFile>,
-    by_addr: HashMap<usize, PackedI16>,
+    by_addr: HashMap<usize, PackedWeight>,
 }
 
-/// Packs the f16 / bf16 matrices of the repeating layers (`blk.N.*.weight`, 2-D): the
-/// embedding tables are only read a row at a time and stay in the file.
+/// Packs the matrices of the repeating layers (`blk.N.*.weight`, 2-D): the embedding tables
+/// are only read a row at a time and stay in the file.
 fn pack_layers(file: &Arc<GgufFile>) -> Packed {
     let mut by_addr = HashMap::new();
     for t in &file.header.tensors {
-        let fmt = match t.dtype {
-            DType::F16 => FloatFormat::F16,
-            DType::BF16 => FloatFormat::BF16,
-            _ => continue,
-        };
         if !t.name.starts_with("blk.") || !t.name.ends_with(".weight") || t.n_dims != 2 {
             continue;
         }
         let (k, n) = (t.shape[0], t.shape[1]);
         let data = &file.bytes()[t.offset..t.offset + t.len];
-        if k < 2 || data.len() != n * k * 2 {
+        let Some(format) = weight_format(t.dtype) else {
+            continue;
+        };
+        if format.row_bytes(k).map(|r| r * n) != Some(data.len()) {
             continue;
         }
-        by_addr.insert(data.as_ptr() as usize, PackedI16::pack(fmt, data, n, k));
+        let packed = match format {
+            WeightFormat::Float(FloatFormat::F32) => continue,
+            WeightFormat::Float(f) if k >= 2 => PackedWeight::Int16(PackedI16::pack(f, data, n, k)),
+            WeightFormat::Float(_) => continue,
+            quant => PackedWeight::Quant(PackedQuant::pack(quant, data, n, k)),
+        };
+        by_addr.insert(data.as_ptr() as usize, packed);
     }
     Packed {
         _file: file.clone(),
@@ -80,20 +109,20 @@ impl Cpu {
     }
 
     /// The packed form of `w`, if `prepare` packed it.
-    fn packed(&self, w: &TensorView) -> Option<&PackedI16> {
+    fn packed(&self, w: &TensorView) -> Option<&PackedWeight> {
         let p = self
             .packed
             .get()?
             .by_addr
             .get(&(w.data.as_ptr() as usize))?;
-        (p.n == w.n_rows() && p.k == w.row_len()).then_some(p)
+        (p.shape() == (w.n_rows(), w.row_len())).then_some(p)
     }
 
     /// Heap bytes of packed weights.
     pub fn packed_bytes(&self) -> usize {
         self.packed
             .get()
-            .map_or(0, |p| p.by_addr.values().map(PackedI16::bytes).sum())
+            .map_or(0, |p| p.by_addr.values().map(PackedWeight::bytes).sum())
     }
 }
 
@@ -111,8 +140,15 @@ impl Backend for Cpu {
         let n = w.n_rows();
         assert_eq!(x.len(), m * k, "linear: input is not m×k");
         assert_eq!(y.len(), m * n, "linear: output is not m×n");
-        if let Some(p) = self.packed(w) {
-            matmul_i16(Isa::detect(), x, m, p, y);
+        let packed = match self.packed(w) {
+            Some(PackedWeight::Int16(p)) => Some(matmul_i16(Isa::detect(), x, m, p, y)),
+            // A few rows: the dot-product path over the file's blocks is quicker.
+            Some(PackedWeight::Quant(p)) if m > GEMV_MAX_ROWS => {
+                Some(matmul_quant_packed(Isa::detect(), x, m, p, y))
+            }
+            _ => None,
+        };
+        if packed.is_some() {
             if let Some(b) = bias {
                 ops::add_bias(y, b);
             }

@@ -273,6 +273,97 @@ pub fn matmul_quant(
     QX.with(|c| *c.borrow_mut() = qx);
 }
 
+/// Quantised weights packed once (per model load) for [`matmul_quant_packed`]: the panels
+/// [`matmul_quant`] would build on every call.
+pub struct PackedQuant {
+    pub format: WeightFormat,
+    pub n: usize,
+    pub k: usize,
+    panels: Vec<Panel>,
+}
+
+impl PackedQuant {
+    /// Packs `n` rows of `k` values (k a multiple of 32) of a quantised `format` from `data`.
+    pub fn pack(format: WeightFormat, data: &[u8], n: usize, k: usize) -> PackedQuant {
+        assert_eq!(k % QB, 0, "quantised weights: k must be a multiple of 32");
+        let row_bytes = format.row_bytes(k).expect("k checked above");
+        assert_eq!(data.len(), n * row_bytes, "PackedQuant::pack: weight bytes");
+        let panels = (0..n.div_ceil(NRQ))
+            .into_par_iter()
+            .map(|s| {
+                let mut p = Panel::default();
+                let j0 = s * NRQ;
+                pack_panel(format, data, row_bytes, k, j0, NRQ.min(n - j0), &mut p);
+                p
+            })
+            .collect();
+        PackedQuant {
+            format,
+            n,
+            k,
+            panels,
+        }
+    }
+
+    /// Heap bytes held.
+    pub fn bytes(&self) -> usize {
+        self.panels
+            .iter()
+            .map(|p| p.q.len() + 4 * (p.d.len() + p.corr.len() + p.m.len()))
+            .sum()
+    }
+}
+
+/// y[m×n] = x · Wᵀ with W packed by [`PackedQuant::pack`]. Tasks are blocks of at most 96
+/// rows × groups of panels, so a row block's quantised activations stay in L2 across panels.
+pub fn matmul_quant_packed(isa: Isa, x: &[f32], m: usize, w: &PackedQuant, y: &mut [f32]) {
+    let (n, k) = (w.n, w.k);
+    assert_eq!(x.len(), m * k, "matmul_quant_packed: x is not m×k");
+    assert_eq!(y.len(), m * n, "matmul_quant_packed: y is not m×n");
+    if m == 0 || n == 0 {
+        return;
+    }
+    let mut qx = QX.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    quantize_rows(isa, x, m, k, &mut qx);
+    const MB: usize = 96;
+    let mb = MB.min(m.div_ceil(MRQ) * MRQ);
+    let mblocks = m.div_ceil(mb);
+    let panels = w.panels.len();
+    let want = 4 * rayon::current_num_threads();
+    let pg = panels.div_ceil(want.div_ceil(mblocks).clamp(1, panels));
+    let pgroups = panels.div_ceil(pg);
+    let yp = SendPtr(y.as_mut_ptr());
+    let qxr = &qx;
+    (0..mblocks * pgroups).into_par_iter().for_each(|t| {
+        let (ib, g) = (t / pgroups, t % pgroups);
+        let i0 = ib * mb;
+        let nrows = mb.min(m - i0);
+        for s in g * pg..((g + 1) * pg).min(panels) {
+            let j0 = s * NRQ;
+            let ncols = NRQ.min(n - j0);
+            for i in (0..nrows).step_by(MRQ) {
+                let (r, row) = (MRQ.min(nrows - i), i0 + i);
+                // SAFETY: rows row..row+r and columns j0..j0+ncols of y belong to this task.
+                unsafe {
+                    tile_q(
+                        isa,
+                        r,
+                        &qxr.q[row * k..],
+                        &qxr.d[row * k / QB..],
+                        &qxr.s[row * k / QB..],
+                        k,
+                        &w.panels[s],
+                        yp.get().add(row * n + j0),
+                        n,
+                        ncols,
+                    );
+                }
+            }
+        }
+    });
+    QX.with(|c| *c.borrow_mut() = qx);
+}
+
 /// One r × NRQ tile: c[i][j] = Σ_b d_x[i,b] · d_w[j,b] · (Σ_e q_x · q_w) [+ m_w[j,b] · s_x[i,b]]
 /// for j < nvalid (the bracket where the panel has minima).
 ///

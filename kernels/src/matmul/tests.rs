@@ -215,6 +215,19 @@ fn quantised_paths_are_exact_against_scalar_and_close_to_reference() {
                     );
                 }
             }
+            // Packed once: the same panels and tiles as packing per call, so the same bits.
+            let packed = q8::PackedQuant::pack(format, &bytes, n, k);
+            for isa in Isa::available() {
+                let mut y = vec![f32::NAN; m * n];
+                q8::matmul_quant_packed(isa, &x, m, &packed, &mut y);
+                let mut per_call = vec![f32::NAN; m * n];
+                q8::matmul_quant(isa, format, &x, m, &bytes, n, k, &mut per_call);
+                if m > gemv::GEMV_MAX_ROWS || isa == Isa::Scalar {
+                    assert_eq!(y, per_call, "packed {format:?} {isa:?} m={m} k={k} n={n}");
+                } else {
+                    assert_eq!(y, scalar, "packed {format:?} {isa:?} m={m} k={k} n={n}");
+                }
+            }
             // SIMD paths: the same integers and the same scaling steps, so the same bits; the
             // few-rows dot-product path sums the blocks in another order, so: close.
             for isa in Isa::available() {
