@@ -90,6 +90,8 @@ fn pack_layers(file: &Arc<GgufFile>) -> Packed {
             quant => PackedWeight::Quant(PackedQuant::pack(quant, data, n, k)),
         };
         by_addr.insert(data.as_ptr() as usize, packed);
+        // The file's copy is not read again on this backend: let its pages go.
+        file.release_pages(t.offset..t.offset + t.len);
     }
     Packed {
         _file: file.clone(),

@@ -224,7 +224,7 @@ impl Target {
 const SCRATCH_NAME: &str = "quiver-bench";
 
 /// `--url`: that server. Otherwise `quiver::server::start` on `addr` (port 0: any free port)
-/// with keep_alive forever. A `.gguf` path is copied into a scratch store under the temp dir
+/// with keep_alive forever and the rest of `ServerConfig::from_env`. A `.gguf` path is copied into a scratch store under the temp dir
 /// (the server serves names, not paths) and removed again by [`Target::stop`].
 fn http_target(opts: &BenchOptions, addr: Option<SocketAddr>) -> Result<Target, BenchError> {
     if let Some(url) = &opts.url {
@@ -259,10 +259,11 @@ fn http_target(opts: &BenchOptions, addr: Option<SocketAddr>) -> Result<Target, 
             .unwrap_or_else(|| opts.model.clone());
         (crate::store::Store::from_env(opts.bundled), name, None)
     };
+    // The server's own settings from the environment (QUIVER_BATCH_TOKENS, …), on our address.
     let config = crate::server::ServerConfig {
         addr: addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
         keep_alive_default: None,
-        ..Default::default()
+        ..crate::server::ServerConfig::from_env().map_err(|e| setup(&e))?
     };
     let server = crate::server::start(config, Arc::new(store)).map_err(|e| setup(&e))?;
     Ok(Target {

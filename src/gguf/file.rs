@@ -66,6 +66,32 @@ impl GgufFile {
         self.len() == 0
     }
 
+    /// Tells the OS that this process no longer needs `range` of the bytes in memory (after
+    /// they were copied into another form): a mapped file's or the binary's pages are dropped
+    /// from the resident set, and read again from the file if touched later. Heap bytes are
+    /// kept (dropping them would lose them). Only whole pages inside the range are released.
+    pub fn release_pages(&self, range: std::ops::Range<usize>) {
+        if matches!(self.bytes, ModelBytes::Owned(_)) || range.end > self.len() {
+            return;
+        }
+        #[cfg(unix)]
+        {
+            // SAFETY: sysconf has no preconditions.
+            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize;
+            let base = self.bytes().as_ptr() as usize;
+            let start = (base + range.start).next_multiple_of(page);
+            let end = (base + range.end) / page * page;
+            if end > start {
+                // SAFETY: [start, end) lies inside a read-only private mapping (a file map or
+                // the binary's read-only data) that lives as long as `self`; MADV_DONTNEED on
+                // it only drops clean pages, which later reads fault back in from the file.
+                unsafe {
+                    libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED)
+                };
+            }
+        }
+    }
+
     /// A view of tensor `name`, if the file has it.
     pub fn tensor(&self, name: &str) -> Option<TensorView<'_>> {
         self.header.tensor(self.bytes(), name)

@@ -201,51 +201,52 @@ pub fn matmul_i16(isa: Isa, x: &[f32], m: usize, w: &PackedI16, y: &mut [f32]) {
     if m == 0 || n == 0 {
         return;
     }
-    QX.with(|cell| {
-        let mut qx = cell.borrow_mut();
-        quantize_activations(isa, x, m, k, &mut qx);
-        let kp = w.kp();
-        let mr = mr_for(isa);
-        let panels = n.div_ceil(NR);
-        // Tasks: a block of at most MB rows × a group of panels. Within a task, each panel's
-        // output tile (≤ MB × NR f32) stays in cache across the k chunks, and the row block's
-        // activations (≤ MB × k i16) stay in L2 across the panels. Few rows (one query): one
-        // row block, the panels split so that every thread gets work.
-        const MB: usize = 96;
-        let mb = MB.min(m.div_ceil(mr) * mr);
-        let mblocks = m.div_ceil(mb);
-        let want = 4 * rayon::current_num_threads();
-        let pg = panels.div_ceil(want.div_ceil(mblocks).clamp(1, panels));
-        let pgroups = panels.div_ceil(pg);
-        let yp = SendPtr(y.as_mut_ptr());
-        let (qx, sx) = (&qx.q[..], &qx.s[..]);
-        (0..mblocks * pgroups).into_par_iter().for_each(|t| {
-            let (ib, g) = (t / pgroups, t % pgroups);
-            let i0 = ib * mb;
-            let nrows = mb.min(m - i0);
-            for s in g * pg..((g + 1) * pg).min(panels) {
-                let j0 = s * NR;
-                let nvalid = NR.min(n - j0);
-                let panel = &w.q[s * kp * NR..(s + 1) * kp * NR];
-                let ws = &w.scale[j0..j0 + NR];
-                for p0 in (0..kp).step_by(KC) {
-                    let kc = KC.min(kp - p0);
-                    for i in (0..nrows).step_by(mr) {
-                        let r = mr.min(nrows - i);
-                        // SAFETY: rows i0+i..+r and columns j0..j0+nvalid of y belong to this
-                        // task alone; a covers r rows of kp (p0+kc ≤ kp), b kc/2 panel lines.
-                        unsafe {
-                            let a = qx.as_ptr().add((i0 + i) * kp + p0);
-                            let b = panel.as_ptr().add(p0 * NR);
-                            let c = yp.get().add((i0 + i) * n + j0);
-                            let sxr = &sx[i0 + i..i0 + i + r];
-                            tile(isa, r, a, kp, b, kc, sxr, ws, c, n, nvalid, p0 > 0);
-                        }
+    // Taken out of the thread-local (not borrowed across the parallel loop) so that a nested
+    // call on this thread, e.g. from work stealing, cannot find it borrowed.
+    let mut qx = QX.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    quantize_activations(isa, x, m, k, &mut qx);
+    let kp = w.kp();
+    let mr = mr_for(isa);
+    let panels = n.div_ceil(NR);
+    // Tasks: a block of at most MB rows × a group of panels. Within a task, each panel's
+    // output tile (≤ MB × NR f32) stays in cache across the k chunks, and the row block's
+    // activations (≤ MB × k i16) stay in L2 across the panels. Few rows (one query): one
+    // row block, the panels split so that every thread gets work.
+    const MB: usize = 96;
+    let mb = MB.min(m.div_ceil(mr) * mr);
+    let mblocks = m.div_ceil(mb);
+    let want = 4 * rayon::current_num_threads();
+    let pg = panels.div_ceil(want.div_ceil(mblocks).clamp(1, panels));
+    let pgroups = panels.div_ceil(pg);
+    let yp = SendPtr(y.as_mut_ptr());
+    let (qxq, sx) = (&qx.q[..], &qx.s[..]);
+    (0..mblocks * pgroups).into_par_iter().for_each(|t| {
+        let (ib, g) = (t / pgroups, t % pgroups);
+        let i0 = ib * mb;
+        let nrows = mb.min(m - i0);
+        for s in g * pg..((g + 1) * pg).min(panels) {
+            let j0 = s * NR;
+            let nvalid = NR.min(n - j0);
+            let panel = &w.q[s * kp * NR..(s + 1) * kp * NR];
+            let ws = &w.scale[j0..j0 + NR];
+            for p0 in (0..kp).step_by(KC) {
+                let kc = KC.min(kp - p0);
+                for i in (0..nrows).step_by(mr) {
+                    let r = mr.min(nrows - i);
+                    // SAFETY: rows i0+i..+r and columns j0..j0+nvalid of y belong to this
+                    // task alone; a covers r rows of kp (p0+kc ≤ kp), b kc/2 panel lines.
+                    unsafe {
+                        let a = qxq.as_ptr().add((i0 + i) * kp + p0);
+                        let b = panel.as_ptr().add(p0 * NR);
+                        let c = yp.get().add((i0 + i) * n + j0);
+                        let sxr = &sx[i0 + i..i0 + i + r];
+                        tile(isa, r, a, kp, b, kc, sxr, ws, c, n, nvalid, p0 > 0);
                     }
                 }
             }
-        });
+        }
     });
+    QX.with(|c| *c.borrow_mut() = qx);
 }
 
 /// One r × NR tile: c[i][j] (+)= (Σ_p a[i][p] · b[p][j]) · sx[i] · ws[j] over `kc` values of k.

@@ -86,7 +86,31 @@ pub fn select(choice: Choice, allow_cpu_adapter: bool) -> (Arc<dyn Backend>, Str
             "backend: cpu (QUIVER_BACKEND=cpu)".to_string(),
         );
     }
+    if choice == Choice::Auto && !allow_cpu_adapter && !gpu_device_node_present() {
+        // Enumerating adapters would load every Vulkan driver installed, lavapipe and its
+        // ~45 MB LLVM included, only to refuse it: look for a GPU device node first.
+        return (
+            Arc::new(Cpu::new()),
+            "backend: cpu (no GPU device in /dev/dri or /dev/nvidia*)".to_string(),
+        );
+    }
     open_gpu(choice == Choice::Gpu || allow_cpu_adapter)
+}
+
+/// Whether a GPU's device node exists: a DRM render node (AMD, Intel, nouveau, virtio) or the
+/// NVIDIA driver's. Only Linux has these; elsewhere adapters are always enumerated.
+fn gpu_device_node_present() -> bool {
+    if !cfg!(target_os = "linux") {
+        return true;
+    }
+    let any_named = |dir: &str, prefix: &str| {
+        std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        })
+    };
+    any_named("/dev/dri", "renderD") || any_named("/dev", "nvidia")
 }
 
 #[cfg(feature = "gpu")]
