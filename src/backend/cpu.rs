@@ -120,42 +120,9 @@ impl Cpu {
         (p.shape() == (w.n_rows(), w.row_len())).then_some(p)
     }
 
-    /// Heap bytes of packed weights.
-    pub fn packed_bytes(&self) -> usize {
-        self.packed
-            .get()
-            .map_or(0, |p| p.by_addr.values().map(PackedWeight::bytes).sum())
-    }
-}
-
-impl Backend for Cpu {
-    fn name(&self) -> &'static str {
-        "cpu"
-    }
-
-    fn prepare(&self, file: &Arc<GgufFile>) {
-        self.packed.get_or_init(|| pack_layers(file));
-    }
-
-    fn linear(&self, x: &[f32], m: usize, w: &TensorView, bias: Option<&[f32]>, y: &mut [f32]) {
-        let k = w.row_len();
-        let n = w.n_rows();
-        assert_eq!(x.len(), m * k, "linear: input is not m×k");
-        assert_eq!(y.len(), m * n, "linear: output is not m×n");
-        let packed = match self.packed(w) {
-            Some(PackedWeight::Int16(p)) => Some(matmul_i16(Isa::detect(), x, m, p, y)),
-            // A few rows: the dot-product path over the file's blocks is quicker.
-            Some(PackedWeight::Quant(p)) if m > GEMV_MAX_ROWS => {
-                Some(matmul_quant_packed(Isa::detect(), x, m, p, y))
-            }
-            _ => None,
-        };
-        if packed.is_some() {
-            if let Some(b) = bias {
-                ops::add_bias(y, b);
-            }
-            return;
-        }
+    /// y = x · Wᵀ reading W from the file in its own dtype (what `prepare` did not pack).
+    fn linear_from_file(&self, x: &[f32], m: usize, w: &TensorView, y: &mut [f32]) {
+        let (k, n) = (w.row_len(), w.n_rows());
         match weight_format(w.dtype) {
             Some(format) => matmul::matmul(
                 x,
@@ -188,6 +155,38 @@ impl Backend for Cpu {
                 );
                 *cell.borrow_mut() = wf;
             }),
+        }
+    }
+
+    /// Heap bytes of packed weights.
+    pub fn packed_bytes(&self) -> usize {
+        self.packed
+            .get()
+            .map_or(0, |p| p.by_addr.values().map(PackedWeight::bytes).sum())
+    }
+}
+
+impl Backend for Cpu {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn prepare(&self, file: &Arc<GgufFile>) {
+        self.packed.get_or_init(|| pack_layers(file));
+    }
+
+    fn linear(&self, x: &[f32], m: usize, w: &TensorView, bias: Option<&[f32]>, y: &mut [f32]) {
+        let k = w.row_len();
+        let n = w.n_rows();
+        assert_eq!(x.len(), m * k, "linear: input is not m×k");
+        assert_eq!(y.len(), m * n, "linear: output is not m×n");
+        match self.packed(w) {
+            Some(PackedWeight::Int16(p)) => matmul_i16(Isa::detect(), x, m, p, y),
+            // A few rows: the dot-product path over the file's blocks is quicker.
+            Some(PackedWeight::Quant(p)) if m > GEMV_MAX_ROWS => {
+                matmul_quant_packed(Isa::detect(), x, m, p, y)
+            }
+            _ => self.linear_from_file(x, m, w, y),
         }
         if let Some(b) = bias {
             ops::add_bias(y, b);
