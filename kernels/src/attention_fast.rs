@@ -3,13 +3,14 @@
 //!
 //! Per pair it is two small matrix products on the float micro-kernel of the matmul: the
 //! head's keys are packed into panels (scores = Q·Kᵀ), then its values (out = P·V), with a
-//! vectorised softmax between them. BERT's heads are 32 wide: one panel of values.
+//! vectorised exponential between them and the softmax's division applied to the output rows.
+//! BERT's heads are 32 wide: one panel of values.
 
 use crate::attention::AttnShape;
 use crate::matmul::float::{mr_for, tile};
 use crate::matmul::pack::NR;
 use crate::matmul::{Isa, SendPtr};
-use crate::ops_fast::{multiversion, softmax_body};
+use crate::ops_fast::{exp_lane, max_lanes, multiversion, sum_lanes};
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::ops::Range;
@@ -20,8 +21,10 @@ struct Scratch {
     kp: Vec<f32>,
     /// Values of the head, in panels of NR dims × len.
     vp: Vec<f32>,
-    /// Scores, then probabilities: len × len (row stride `len`).
+    /// Scores, then unnormalised probabilities: len × len (row stride `len`).
     p: Vec<f32>,
+    /// Per query row, 1 / Σ of its probabilities.
+    inv_sum: Vec<f32>,
 }
 
 thread_local! {
@@ -93,15 +96,17 @@ fn one_head(
     sc.vp.clear();
     sc.vp.resize(vpanels * len * NR, 0.0);
     sc.p.resize(len * len, 0.0);
-    for j in 0..len {
-        let kj = &k[(base + j) * kd + kh * hd..][..hd];
-        let panel = &mut sc.kp[(j / NR) * hd * NR..];
-        for (d, &x) in kj.iter().enumerate() {
-            panel[d * NR + j % NR] = x;
+    // Keys transposed into panels (column j%NR of panel j/NR, one row per head dimension);
+    // values copied row by row into panels of NR dimensions.
+    for (j, row) in (base..base + len).enumerate() {
+        let kj = &k[row * kd + kh * hd..][..hd];
+        let panel = &mut sc.kp[(j / NR) * hd * NR + j % NR..];
+        for (dst, &x) in panel.iter_mut().step_by(NR).zip(kj) {
+            *dst = x;
         }
-        let vj = &v[(base + j) * kd + kh * hd..][..hd];
-        for (d, &x) in vj.iter().enumerate() {
-            sc.vp[(d / NR) * len * NR + j * NR + d % NR] = x;
+        let vj = &v[row * kd + kh * hd..][..hd];
+        for (p, chunk) in vj.chunks(NR).enumerate() {
+            sc.vp[p * len * NR + j * NR..][..chunk.len()].copy_from_slice(chunk);
         }
     }
     let mr = mr_for(isa);
@@ -131,11 +136,14 @@ fn one_head(
         }
         i += r;
     }
+    // Unnormalised probabilities e^{(s - max)·scale}; each output row is divided by its sum
+    // after P·V (hd values per row instead of len).
     let scale = 1.0 / (hd as f32).sqrt();
+    sc.inv_sum.resize(len, 0.0);
     for i in 0..len {
         let row = &mut sc.p[i * len..(i + 1) * len];
         let visible = if causal { i + 1 } else { len };
-        multiversion!(isa, scaled_softmax(&mut row[..visible], scale));
+        sc.inv_sum[i] = 1.0 / multiversion!(isa, exp_shifted(&mut row[..visible], scale));
         row[visible..].fill(0.0);
     }
     // Out: len × hd = P · V_h, written into the head's columns of `out`.
@@ -163,14 +171,25 @@ fn one_head(
         }
         i += r;
     }
+    for (i, &inv) in sc.inv_sum.iter().enumerate() {
+        // SAFETY: row base+i, columns h·hd..+hd of out belong to this pair (written above).
+        let row =
+            unsafe { std::slice::from_raw_parts_mut(out.get().add((base + i) * qd + h * hd), hd) };
+        for v in row {
+            *v *= inv;
+        }
+    }
 }
 
+/// x ← e^{(x − max x)·scale} in place; returns Σ x (≥ 1: the maximum contributes e^0).
 #[inline(always)]
-fn scaled_softmax(x: &mut [f32], scale: f32) {
+fn exp_shifted(x: &mut [f32], scale: f32) -> f32 {
+    let max = max_lanes(x);
+    let shift = max * scale;
     for v in x.iter_mut() {
-        *v *= scale;
+        *v = exp_lane(v.mul_add(scale, -shift));
     }
-    softmax_body(x);
+    sum_lanes(x, |v| v)
 }
 
 #[cfg(test)]

@@ -108,7 +108,7 @@ const LANES: usize = 16;
 
 /// Σ of a slice in 16 independent lanes (so it vectorises), then across lanes.
 #[inline(always)]
-fn sum_lanes(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+pub(crate) fn sum_lanes(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut acc = [0.0f32; LANES];
     let mut chunks = x.chunks_exact(LANES);
     for c in &mut chunks {
@@ -140,8 +140,9 @@ pub fn layer_norm(isa: Isa, x: &mut [f32], dim: usize, w: &[f32], b: &[f32], eps
     multiversion!(isa, layer_norm_body(x, dim, w, b, eps))
 }
 
+/// max of a slice in 16 independent lanes, then across lanes.
 #[inline(always)]
-pub(crate) fn softmax_body(x: &mut [f32]) {
+pub(crate) fn max_lanes(x: &[f32]) -> f32 {
     let mut mx = [f32::NEG_INFINITY; LANES];
     let mut chunks = x.chunks_exact(LANES);
     for c in &mut chunks {
@@ -149,12 +150,17 @@ pub(crate) fn softmax_body(x: &mut [f32]) {
             *m = m.max(v);
         }
     }
-    let max = chunks
+    chunks
         .remainder()
         .iter()
         .chain(&mx)
         .copied()
-        .fold(f32::NEG_INFINITY, f32::max);
+        .fold(f32::NEG_INFINITY, f32::max)
+}
+
+#[inline(always)]
+fn softmax_body(x: &mut [f32]) {
+    let max = max_lanes(x);
     for v in x.iter_mut() {
         *v = exp_lane(*v - max);
     }
