@@ -2,8 +2,9 @@
 //!
 //! The layer matrices of a prepared model are packed once: f16 / bf16 into the 13-bit integer
 //! layout of `matmul::int16` (twice the multiply-adds per instruction of f32 FMA, no per-call
-//! conversion), Q8_0 / Q4_0 / Q4_1 into the panels of `matmul::q8`. Everything else (f32,
-//! K-quants, embedding tables) is read from the file in its own dtype on each call.
+//! conversion), Q8_0 / Q4_0 / Q4_1 into the panels of `matmul::q8`, formats without a kernel
+//! (K-quants, Q5_x) dequantised once and packed like f16. f32 matrices and the embedding
+//! tables are read from the file on each call.
 
 use super::{AttnShape, Backend};
 use crate::gguf::GgufFile;
@@ -78,6 +79,16 @@ fn pack_layers(file: &Arc<GgufFile>) -> Packed {
         let (k, n) = (t.shape[0], t.shape[1]);
         let data = &file.bytes()[t.offset..t.offset + t.len];
         let Some(format) = weight_format(t.dtype) else {
+            // No kernel of its own (K-quants, Q5_x): dequantised once here and packed as
+            // 13-bit integers, instead of dequantising the whole matrix on every call.
+            if k >= 2 && t.dtype.bytes_for((n * k) as u64) == Some(data.len() as u64) {
+                let mut wf = vec![0.0f32; n * k];
+                crate::tensor::dequantize(t.dtype, data, &mut wf);
+                let bytes: &[u8] = bytemuck::cast_slice(&wf);
+                let packed = PackedI16::pack(FloatFormat::F32, bytes, n, k);
+                by_addr.insert(data.as_ptr() as usize, PackedWeight::Int16(packed));
+                file.release_pages(t.offset..t.offset + t.len);
+            }
             continue;
         };
         if format.row_bytes(k).map(|r| r * n) != Some(data.len()) {

@@ -1,0 +1,94 @@
+//! The CPU backend packs a prepared model's layer matrices once (f16/bf16 and the formats
+//! without a kernel as 13-bit integers, Q8_0/Q4_0/Q4_1 as integer panels). For every block
+//! format of the quant zoo, `linear` on the packed weights must give the f32 product with the
+//! values gguf-py dequantised, within the rounding of its integer path.
+
+use quiver::backend::cpu::Cpu;
+use quiver::backend::Backend;
+use quiver::gguf::writer::GgufWriter;
+use quiver::gguf::{AlignedBytes, GgufFile, ModelBytes};
+use quiver::tensor::DType;
+use std::sync::Arc;
+
+const TYPES: [&str; 12] = [
+    "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
+];
+
+fn open(bytes: &[u8]) -> GgufFile {
+    GgufFile::from_bytes(ModelBytes::Owned(AlignedBytes::copy_from(bytes))).unwrap()
+}
+
+#[test]
+fn packed_linear_matches_the_dequantised_product_for_every_format() {
+    let zoo = open(
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/quant-zoo.gguf"
+        ))
+        .unwrap(),
+    );
+    let (k, n) = (512, 4);
+    for name in TYPES {
+        let dtype = DType::from_name(name).unwrap();
+        let q = zoo.tensor(&format!("{name}.q")).unwrap();
+        let vals: Vec<f32> =
+            bytemuck::pod_collect_to_vec(zoo.tensor(&format!("{name}.f32")).unwrap().data);
+        let file = Arc::new(open(
+            &GgufWriter::new()
+                .tensor("blk.0.test.weight", dtype, &[k, n], q.data.to_vec())
+                .to_bytes(),
+        ));
+        let cpu = Cpu::new();
+        cpu.prepare(&file);
+        assert!(cpu.packed_bytes() > 0, "{name}: nothing was packed");
+        let w = file.tensor("blk.0.test.weight").unwrap();
+        // Enough rows to take the packed (not the few-rows) path of every format.
+        let m = 7;
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
+        let mut y = vec![f32::NAN; m * n];
+        cpu.linear(&x, m, &w, None, &mut y);
+        for i in 0..m {
+            for j in 0..n {
+                let (xr, wr) = (&x[i * k..(i + 1) * k], &vals[j * k..(j + 1) * k]);
+                let want: f32 = xr.iter().zip(wr).map(|(a, b)| a * b).sum();
+                let scale: f32 = xr.iter().zip(wr).map(|(a, b)| (a * b).abs()).sum();
+                // 8-bit activation blocks (Q8_0/Q4_x) round to 1/254 of a block's maximum;
+                // the 13-bit path to 1/8190 of a row's.
+                let tol = scale * 8e-3 + 1e-4;
+                let got = y[i * n + j];
+                assert!(
+                    (got - want).abs() <= tol,
+                    "{name} y[{i}][{j}] = {got}, want {want} ± {tol}"
+                );
+            }
+        }
+        // Packing must not change what the unprepared backend computes beyond that rounding.
+        let mut plain = vec![f32::NAN; m * n];
+        Cpu::new().linear(&x, m, &w, None, &mut plain);
+        for (a, b) in y.iter().zip(&plain) {
+            assert!(
+                (a - b).abs() <= 1e-2 * (1.0 + b.abs()),
+                "{name}: packed {a} vs file {b}"
+            );
+        }
+    }
+}
+
+#[test]
+fn f32_matrices_and_tables_outside_the_layers_are_not_packed() {
+    let f16: Vec<u8> = (0..64 * 4)
+        .flat_map(|i| half::f16::from_f32(i as f32 * 0.01).to_le_bytes())
+        .collect();
+    let f32b: Vec<u8> = (0..64 * 4).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    let file = Arc::new(open(
+        &GgufWriter::new()
+            .tensor("token_embd.weight", DType::F16, &[64, 4], f16)
+            .tensor("blk.0.f32.weight", DType::F32, &[64, 4], f32b)
+            .to_bytes(),
+    ));
+    let cpu = Cpu::new();
+    cpu.prepare(&file);
+    assert_eq!(cpu.packed_bytes(), 0);
+}
