@@ -95,7 +95,10 @@ fn one_head(
     sc.kp.resize(kpanels * hd * NR, 0.0);
     sc.vp.clear();
     sc.vp.resize(vpanels * len * NR, 0.0);
-    sc.p.resize(len * len, 0.0);
+    // Score rows padded to whole 16-lane vectors, so the exponential runs vectorised even
+    // for a 10-token query (the padding holds -∞ before it, 0 after).
+    let lp = len.next_multiple_of(16);
+    sc.p.resize(len * lp, 0.0);
     // Keys transposed into panels (column j%NR of panel j/NR, one row per head dimension);
     // values copied row by row into panels of NR dimensions.
     for (j, row) in (base..base + len).enumerate() {
@@ -116,10 +119,10 @@ fn one_head(
         let r = mr.min(len - i);
         for p in 0..kpanels {
             // SAFETY: q rows base+i..+r hold hd values of head h; panel p holds hd·NR floats;
-            // the score tile lies inside sc.p (rows of len, columns p·NR..+nvalid).
+            // the score tile lies inside sc.p (rows of lp, columns p·NR..+nvalid ≤ len).
             unsafe {
                 let a = q.as_ptr().add((base + i) * qd + h * hd);
-                let c = sc.p.as_mut_ptr().add(i * len + p * NR);
+                let c = sc.p.as_mut_ptr().add(i * lp + p * NR);
                 tile(
                     isa,
                     r,
@@ -128,7 +131,7 @@ fn one_head(
                     sc.kp.as_ptr().add(p * hd * NR),
                     hd,
                     c,
-                    len,
+                    lp,
                     NR.min(len - p * NR),
                     false,
                 );
@@ -141,9 +144,12 @@ fn one_head(
     let scale = 1.0 / (hd as f32).sqrt();
     sc.inv_sum.resize(len, 0.0);
     for i in 0..len {
-        let row = &mut sc.p[i * len..(i + 1) * len];
+        let row = &mut sc.p[i * lp..(i + 1) * lp];
         let visible = if causal { i + 1 } else { len };
-        sc.inv_sum[i] = 1.0 / multiversion!(isa, exp_shifted(&mut row[..visible], scale));
+        row[visible..].fill(f32::NEG_INFINITY);
+        let vis16 = visible.next_multiple_of(16).min(lp);
+        // e^{-∞·scale − shift} underflows to (almost) 0: the padding adds < 1e-36 to the sum.
+        sc.inv_sum[i] = 1.0 / multiversion!(isa, exp_shifted(&mut row[..vis16], scale));
         row[visible..].fill(0.0);
     }
     // Out: len × hd = P · V_h, written into the head's columns of `out`.
@@ -154,12 +160,12 @@ fn one_head(
             // SAFETY: rows base+i..+r, columns h·hd+p·NR..+nvalid of out belong to this pair.
             unsafe {
                 let c = out.get().add((base + i) * qd + h * hd + p * NR);
-                let a = sc.p.as_ptr().add(i * len);
+                let a = sc.p.as_ptr().add(i * lp);
                 tile(
                     isa,
                     r,
                     a,
-                    len,
+                    lp,
                     sc.vp.as_ptr().add(p * len * NR),
                     len,
                     c,

@@ -52,7 +52,11 @@ const ERFCC: [f32; 10] = [
 pub fn exp_lane(a: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer
     let a = a.max(-87.0);
-    let kf = (a * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+    // k = round(a · log2 e) sits in the low mantissa bits of `shifted`: read it from there
+    // (a float → int conversion would be a saturating one, several instructions per lane).
+    let shifted = a * std::f32::consts::LOG2_E + MAGIC;
+    let k = shifted.to_bits().wrapping_sub(MAGIC.to_bits());
+    let kf = shifted - MAGIC;
     let r = kf.mul_add(-0.693_145_75, a);
     let r = kf.mul_add(-1.428_606_8e-6, r);
     let mut p: f32 = 1.0 / 5040.0;
@@ -63,7 +67,7 @@ pub fn exp_lane(a: f32) -> f32 {
     p = p.mul_add(r, 0.5);
     p = p.mul_add(r, 1.0);
     p = p.mul_add(r, 1.0);
-    let scale = f32::from_bits(((kf as i32 + 127) as u32) << 23);
+    let scale = f32::from_bits(k.wrapping_add(127) << 23);
     p * scale
 }
 
