@@ -185,15 +185,13 @@ impl Architecture for Bert {
             be.linear(&x, n, &view(file, &l.v), Some(&l.v_b), &mut v);
             be.attention(&q, &k, &v, &batch.seqs, shape, false, &mut attn);
             be.linear(&attn, n, &view(file, &l.o), Some(&l.o_b), &mut proj);
-            quiver_kernels::ops::add(&mut x, &proj);
-            be.layer_norm(&mut x, &l.attn_norm_w, &l.attn_norm_b, c.eps);
+            be.add_layer_norm(&mut x, &proj, &l.attn_norm_w, &l.attn_norm_b, c.eps);
 
             // Feed-forward: up, GELU, down, then residual + LayerNorm.
             be.linear(&x, n, &view(file, &l.up), Some(&l.up_b), &mut ff);
             be.gelu(&mut ff);
             be.linear(&ff, n, &view(file, &l.down), Some(&l.down_b), &mut proj);
-            quiver_kernels::ops::add(&mut x, &proj);
-            be.layer_norm(&mut x, &l.out_norm_w, &l.out_norm_b, c.eps);
+            be.add_layer_norm(&mut x, &proj, &l.out_norm_w, &l.out_norm_b, c.eps);
         }
         x
     }

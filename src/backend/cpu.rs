@@ -200,7 +200,8 @@ impl Backend for Cpu {
             _ => self.linear_from_file(x, m, w, y),
         }
         if let Some(b) = bias {
-            ops::add_bias(y, b);
+            y.par_chunks_mut(n * 64)
+                .for_each(|rows| ops::add_bias(rows, b));
         }
     }
 
@@ -209,6 +210,18 @@ impl Backend for Cpu {
         let isa = Isa::detect();
         x.par_chunks_mut(dim * 64)
             .for_each(|c| ops_fast::layer_norm(isa, c, dim, w, b, eps));
+    }
+
+    fn add_layer_norm(&self, x: &mut [f32], residual: &[f32], w: &[f32], b: &[f32], eps: f32) {
+        let dim = w.len();
+        let isa = Isa::detect();
+        // One pass per block of rows while they are in cache: the sum, then its norm.
+        x.par_chunks_mut(dim * 64)
+            .zip(residual.par_chunks(dim * 64))
+            .for_each(|(c, r)| {
+                ops::add(c, r);
+                ops_fast::layer_norm(isa, c, dim, w, b, eps);
+            });
     }
 
     fn rms_norm(&self, x: &mut [f32], w: &[f32], eps: f32) {

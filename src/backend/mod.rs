@@ -46,6 +46,12 @@ pub trait Backend: Send + Sync {
     /// LayerNorm of each row of `w.len()` values, in place.
     fn layer_norm(&self, x: &mut [f32], w: &[f32], b: &[f32], eps: f32);
 
+    /// x ← LayerNorm(x + residual): a post-norm block's residual connection and its norm.
+    fn add_layer_norm(&self, x: &mut [f32], residual: &[f32], w: &[f32], b: &[f32], eps: f32) {
+        quiver_kernels::ops::add(x, residual);
+        self.layer_norm(x, w, b, eps);
+    }
+
     /// RMSNorm of each row of `w.len()` values, in place.
     fn rms_norm(&self, x: &mut [f32], w: &[f32], eps: f32);
 
