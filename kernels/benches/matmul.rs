@@ -84,7 +84,7 @@ fn bench(c: &mut Criterion) {
         let data = weight_bytes(WeightFormat::Float(FloatFormat::F16), n, k);
         let packed = PackedI16::pack(FloatFormat::F16, &data, n, k);
         g.bench_function(BenchmarkId::from_parameter("f16_int16"), |b| {
-            b.iter(|| matmul_i16(isa, &x, m, &packed, &mut y))
+            b.iter(|| matmul_i16(isa, &x, m, &packed, None, &mut y))
         });
         g.finish();
     }

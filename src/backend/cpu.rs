@@ -192,7 +192,8 @@ impl Backend for Cpu {
         assert_eq!(x.len(), m * k, "linear: input is not m×k");
         assert_eq!(y.len(), m * n, "linear: output is not m×n");
         match self.packed(w) {
-            Some(PackedWeight::Int16(p)) => matmul_i16(Isa::detect(), x, m, p, y),
+            // The bias is added in the kernel's last pass over each output tile.
+            Some(PackedWeight::Int16(p)) => return matmul_i16(Isa::detect(), x, m, p, bias, y),
             // A few rows: the dot-product path over the file's blocks is quicker.
             Some(PackedWeight::Quant(p)) if m > GEMV_MAX_ROWS => {
                 matmul_quant_packed(Isa::detect(), x, m, p, y)

@@ -193,11 +193,22 @@ fn mr_for(isa: Isa) -> usize {
     }
 }
 
-/// y[m×n] = x[m×k] · Wᵀ with W packed by [`PackedI16::pack`].
-pub fn matmul_i16(isa: Isa, x: &[f32], m: usize, w: &PackedI16, y: &mut [f32]) {
+/// y[m×n] = x[m×k] · Wᵀ (+ bias, n values) with W packed by [`PackedI16::pack`].
+pub fn matmul_i16(
+    isa: Isa,
+    x: &[f32],
+    m: usize,
+    w: &PackedI16,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
     let (n, k) = (w.n, w.k);
     assert_eq!(x.len(), m * k, "matmul_i16: x is not m×k");
     assert_eq!(y.len(), m * n, "matmul_i16: y is not m×n");
+    assert!(
+        bias.is_none_or(|b| b.len() == n),
+        "matmul_i16: bias is not n long"
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -240,7 +251,12 @@ pub fn matmul_i16(isa: Isa, x: &[f32], m: usize, w: &PackedI16, y: &mut [f32]) {
                         let b = panel.as_ptr().add(p0 * NR);
                         let c = yp.get().add((i0 + i) * n + j0);
                         let sxr = &sx[i0 + i..i0 + i + r];
-                        tile(isa, r, a, kp, b, kc, sxr, ws, c, n, nvalid, p0 > 0);
+                        // The bias goes in with the last k chunk.
+                        let bias = match bias {
+                            Some(bv) if p0 + kc == kp => bv.as_ptr().add(j0),
+                            _ => std::ptr::null(),
+                        };
+                        tile(isa, r, a, kp, b, kc, sxr, ws, bias, c, n, nvalid, p0 > 0);
                     }
                 }
             }
@@ -249,11 +265,12 @@ pub fn matmul_i16(isa: Isa, x: &[f32], m: usize, w: &PackedI16, y: &mut [f32]) {
     QX.with(|c| *c.borrow_mut() = qx);
 }
 
-/// One r × NR tile: c[i][j] (+)= (Σ_p a[i][p] · b[p][j]) · sx[i] · ws[j] over `kc` values of k.
+/// One r × NR tile: c[i][j] (+)= (Σ_p a[i][p] · b[p][j]) · sx[i] · ws[j] over `kc` values of k,
+/// then + bias[j] where `bias` is not null.
 ///
 /// # Safety
-/// `a`: r rows of stride `lda` with kc i16; `b`: kc/2 panel lines; `c`: r rows of stride `ldc`
-/// with nvalid values; kc ≤ KC and even; the ISA must be supported.
+/// `a`: r rows of stride `lda` with kc i16; `b`: kc/2 panel lines; `bias`: null or nvalid
+/// values; `c`: r rows of stride `ldc` with nvalid values; kc ≤ KC and even; the ISA must be supported.
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile(
     isa: Isa,
@@ -264,6 +281,7 @@ unsafe fn tile(
     kc: usize,
     sx: &[f32],
     ws: &[f32],
+    bias: *const f32,
     c: *mut f32,
     ldc: usize,
     nvalid: usize,
@@ -271,24 +289,25 @@ unsafe fn tile(
 ) {
     // Arguments are passed explicitly: macro hygiene would otherwise ignore shadowed names.
     macro_rules! by_rows {
-        ($f:ident, $b:expr, $c:expr, $ws:expr, $nv:expr, $($n:literal)*) => {
-            match r { $($n => $f::<$n>(a, lda, $b, kc, sx, $ws, $c, ldc, $nv, acc),)* _ => unreachable!() }
+        ($f:ident, $b:expr, $c:expr, $ws:expr, $bias:expr, $nv:expr, $($n:literal)*) => {
+            match r { $($n => $f::<$n>(a, lda, $b, kc, sx, $ws, $bias, $c, ldc, $nv, acc),)* _ => unreachable!() }
         };
     }
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => by_rows!(kernel_vnni, b, c, ws, nvalid, 1 2 3 4 5 6),
+        Isa::Avx512Vnni => by_rows!(kernel_vnni, b, c, ws, bias, nvalid, 1 2 3 4 5 6),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => by_rows!(kernel_avx512, b, c, ws, nvalid, 1 2 3 4 5 6),
+        Isa::Avx512 => by_rows!(kernel_avx512, b, c, ws, bias, nvalid, 1 2 3 4 5 6),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => {
             // Two halves of 32 columns: a panel line is 2·NR i16, half a line is 32 pairs.
-            by_rows!(kernel_avx2, b, c, ws, nvalid, 1 2 3);
+            by_rows!(kernel_avx2, b, c, ws, bias, nvalid, 1 2 3);
             if nvalid > 32 {
-                by_rows!(kernel_avx2, b.add(64), c.add(32), &ws[32..], nvalid - 32, 1 2 3);
+                let bias2 = if bias.is_null() { bias } else { bias.add(32) };
+                by_rows!(kernel_avx2, b.add(64), c.add(32), &ws[32..], bias2, nvalid - 32, 1 2 3);
             }
         }
-        _ => kernel_scalar(r, a, lda, b, kc, sx, ws, c, ldc, nvalid, acc),
+        _ => kernel_scalar(r, a, lda, b, kc, sx, ws, bias, c, ldc, nvalid, acc),
     }
 }
 
@@ -302,6 +321,7 @@ unsafe fn kernel_scalar(
     kc: usize,
     sx: &[f32],
     ws: &[f32],
+    bias: *const f32,
     c: *mut f32,
     ldc: usize,
     nvalid: usize,
@@ -316,9 +336,15 @@ unsafe fn kernel_scalar(
             }
         }
         for (j, &s) in sums.iter().enumerate().take(nvalid) {
-            let v = s as f32 * (sxi * ws[j]);
             let cp = c.add(i * ldc + j);
-            *cp = if acc { *cp + v } else { v };
+            let mut v = s as f32 * (sxi * ws[j]);
+            if acc {
+                v += *cp;
+            }
+            if !bias.is_null() {
+                v += *bias.add(j);
+            }
+            *cp = v;
         }
     }
 }
@@ -361,6 +387,7 @@ macro_rules! kernel_avx512 {
             kc: usize,
             sx: &[f32],
             ws: &[f32],
+            bias: *const f32,
             c: *mut f32,
             ldc: usize,
             nvalid: usize,
@@ -402,6 +429,9 @@ macro_rules! kernel_avx512 {
                     if acc {
                         v = _mm512_add_ps(_mm512_maskz_loadu_ps(masks[h], cp.add(16 * h)), v);
                     }
+                    if !bias.is_null() {
+                        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(masks[h], bias.add(16 * h)));
+                    }
                     _mm512_mask_storeu_ps(cp.add(16 * h), masks[h], v);
                 }
             }
@@ -429,6 +459,7 @@ unsafe fn kernel_avx2<const R: usize>(
     kc: usize,
     sx: &[f32],
     ws: &[f32],
+    bias: *const f32,
     c: *mut f32,
     ldc: usize,
     nvalid: usize,
@@ -458,8 +489,14 @@ unsafe fn kernel_avx2<const R: usize>(
         }
         let cp = c.add(i * ldc);
         for (j, &v) in t.iter().enumerate().take(nvalid) {
-            let v = v as f32 * (sx[i] * ws[j]);
-            *cp.add(j) = if acc { *cp.add(j) + v } else { v };
+            let mut v = v as f32 * (sx[i] * ws[j]);
+            if acc {
+                v += *cp.add(j);
+            }
+            if !bias.is_null() {
+                v += *bias.add(j);
+            }
+            *cp.add(j) = v;
         }
     }
 }

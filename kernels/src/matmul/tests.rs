@@ -335,12 +335,17 @@ mod int16_path {
         for &(n, k) in &[(32, 64), (77, 301), (64, 384), (40, 1000), (5, 2)] {
             let (bytes, wv) = f16_bytes(&rng.vec(n * k));
             let packed = PackedI16::pack(FloatFormat::F16, &bytes, n, k);
-            for &m in &[1, 3, 8, 13, 17] {
+            let bias_values = rng.vec(n);
+            for (&m, with_bias) in [1, 3, 8, 13, 17].iter().zip([false, true].iter().cycle()) {
                 let x = rng.vec(m * k);
                 let mut want = vec![0.0; m * n];
                 matmul_f32_ref(&x, &wv, m, k, n, &mut want);
+                let bias = with_bias.then_some(&bias_values[..]);
+                if let Some(b) = bias {
+                    want.chunks_mut(n).for_each(|row| crate::ops::add(row, b));
+                }
                 let mut scalar = vec![f32::NAN; m * n];
-                matmul_i16(Isa::Scalar, &x, m, &packed, &mut scalar);
+                matmul_i16(Isa::Scalar, &x, m, &packed, bias, &mut scalar);
                 // |error| ≤ Σ |x||δw| + |δx||w| + |δx||δw| with |δ| ≤ max/(2·QMAX) per factor.
                 let bound = k as f32 * (1.0 / QMAX + 1e-6) * 1.01;
                 for (a, b) in scalar.iter().zip(&want) {
@@ -348,8 +353,8 @@ mod int16_path {
                 }
                 for isa in Isa::available() {
                     let mut got = vec![f32::NAN; m * n];
-                    matmul_i16(isa, &x, m, &packed, &mut got);
-                    assert_eq!(got, scalar, "{isa:?} n {n} k {k} m {m}");
+                    matmul_i16(isa, &x, m, &packed, bias, &mut got);
+                    assert_eq!(got, scalar, "{isa:?} n {n} k {k} m {m} bias {with_bias}");
                 }
             }
         }
@@ -366,7 +371,7 @@ mod int16_path {
         for (fmt, bytes, wv) in [(FloatFormat::BF16, bb, bv), (FloatFormat::F32, fb, fv)] {
             let packed = PackedI16::pack(fmt, &bytes, n, k);
             let (mut got, mut want) = (vec![0.0; m * n], vec![0.0; m * n]);
-            matmul_i16(Isa::detect(), &x, m, &packed, &mut got);
+            matmul_i16(Isa::detect(), &x, m, &packed, None, &mut got);
             matmul_f32_ref(&x, &wv, m, k, n, &mut want);
             for (a, b) in got.iter().zip(&want) {
                 assert!(
@@ -388,7 +393,7 @@ mod int16_path {
             let x = vec![sign; m * k];
             for isa in Isa::available() {
                 let mut y = vec![0.0; m * n];
-                matmul_i16(isa, &x, m, &packed, &mut y);
+                matmul_i16(isa, &x, m, &packed, None, &mut y);
                 // Exact integer sums; only the f32 conversion and the scales round.
                 let want = sign * k as f32;
                 assert!(
@@ -410,7 +415,7 @@ mod int16_path {
         let mut x = vec![0.0f32; 2 * k];
         x[k + 3] = f32::NAN;
         let mut y = vec![1.0; 2 * n];
-        matmul_i16(Isa::detect(), &x, 2, &packed, &mut y);
+        matmul_i16(Isa::detect(), &x, 2, &packed, None, &mut y);
         assert!(y[..n].iter().all(|&v| v == 0.0));
         assert!(y[n..].iter().all(|v| v.is_nan()));
     }
