@@ -349,22 +349,24 @@ unsafe fn kernel_scalar(
     }
 }
 
-/// acc + pairwise a·b (VPDPWSSD). Inline assembly because LLVM's generic x86 tuning rewrites
-/// the intrinsic into VPMADDWD + VPADDD (two instructions, half the rate on Zen 4).
+/// acc + pairwise b · broadcast(*pair): VPDPWSSD with a {1to16} memory operand, so the
+/// broadcast load rides on the dot product. Inline assembly also because LLVM's generic x86
+/// tuning rewrites the intrinsic into VPMADDWD + VPADDD (two instructions, half the rate on
+/// Zen 4).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vnni")]
 #[inline]
-unsafe fn dpwssd(
+unsafe fn dpwssd_bcast(
     mut acc: std::arch::x86_64::__m512i,
-    a: std::arch::x86_64::__m512i,
     b: std::arch::x86_64::__m512i,
+    pair: *const i32,
 ) -> std::arch::x86_64::__m512i {
     std::arch::asm!(
-        "vpdpwssd {acc}, {a}, {b}",
+        "vpdpwssd {acc}, {b}, dword ptr [{pair}]{{1to16}}",
         acc = inout(zmm_reg) acc,
-        a = in(zmm_reg) a,
         b = in(zmm_reg) b,
-        options(pure, nomem, nostack, preserves_flags)
+        pair = in(reg) pair,
+        options(pure, readonly, nostack, preserves_flags)
     );
     acc
 }
@@ -402,10 +404,9 @@ macro_rules! kernel_avx512 {
                     *v = _mm512_loadu_si512(line.add(32 * h) as *const _);
                 }
                 for (i, si) in s.iter_mut().enumerate() {
-                    let pair = (a.add(i * lda + 2 * p) as *const i32).read_unaligned();
-                    let av = _mm512_set1_epi32(pair);
+                    let pair = a.add(i * lda + 2 * p) as *const i32;
                     for (sv, &bw) in si.iter_mut().zip(&bv) {
-                        *sv = $step(*sv, av, bw);
+                        *sv = $step(*sv, pair, bw);
                     }
                 }
             }
@@ -441,10 +442,10 @@ macro_rules! kernel_avx512 {
 kernel_avx512!(
     kernel_vnni,
     "avx512f,avx512bw,avx512vnni",
-    |s, a, b| dpwssd(s, a, b)
+    |s, pair, b| dpwssd_bcast(s, b, pair)
 );
-kernel_avx512!(kernel_avx512, "avx512f,avx512bw", |s, a, b| {
-    _mm512_add_epi32(s, _mm512_madd_epi16(a, b))
+kernel_avx512!(kernel_avx512, "avx512f,avx512bw", |s, pair: *const i32, b| {
+    _mm512_add_epi32(s, _mm512_madd_epi16(_mm512_set1_epi32(pair.read_unaligned()), b))
 });
 
 /// AVX2: R ≤ 3 rows × 32 columns (half a panel, from `col0`) as four 8-lane vectors per row:
