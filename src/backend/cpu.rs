@@ -72,33 +72,40 @@ struct Packed {
 /// are only read a row at a time and stay in the file.
 fn pack_layers(file: &Arc<GgufFile>) -> Packed {
     let mut by_addr = HashMap::new();
+    // Widening K-quants to 16 bits costs ~3.5× their file size: beyond this budget (a
+    // multi-GB model) the rest stay in the file and are dequantised per call instead.
+    let mut widen_budget: usize = WIDEN_BUDGET_BYTES;
     for t in &file.header.tensors {
         if !t.name.starts_with("blk.") || !t.name.ends_with(".weight") || t.n_dims != 2 {
             continue;
         }
         let (k, n) = (t.shape[0], t.shape[1]);
         let data = &file.bytes()[t.offset..t.offset + t.len];
-        let Some(format) = weight_format(t.dtype) else {
+        let packed = match weight_format(t.dtype) {
+            // The exact f32 path stays as it is.
+            Some(WeightFormat::Float(FloatFormat::F32)) => continue,
+            Some(format) if format.row_bytes(k).map(|r| r * n) != Some(data.len()) => continue,
+            Some(WeightFormat::Float(f)) if k >= 2 => {
+                PackedWeight::Int16(PackedI16::pack(f, data, n, k))
+            }
+            Some(WeightFormat::Float(_)) => continue,
+            Some(quant) => PackedWeight::Quant(PackedQuant::pack(quant, data, n, k)),
             // No kernel of its own (K-quants, Q5_x): dequantised once here and packed as
             // 13-bit integers, instead of dequantising the whole matrix on every call.
-            if k >= 2 && t.dtype.bytes_for((n * k) as u64) == Some(data.len() as u64) {
+            None => {
+                let widened = n * k * 2;
+                if k < 2
+                    || t.dtype.bytes_for((n * k) as u64) != Some(data.len() as u64)
+                    || widened > widen_budget
+                {
+                    continue;
+                }
+                widen_budget -= widened;
                 let mut wf = vec![0.0f32; n * k];
                 crate::tensor::dequantize(t.dtype, data, &mut wf);
                 let bytes: &[u8] = bytemuck::cast_slice(&wf);
-                let packed = PackedI16::pack(FloatFormat::F32, bytes, n, k);
-                by_addr.insert(data.as_ptr() as usize, PackedWeight::Int16(packed));
-                file.release_pages(t.offset..t.offset + t.len);
+                PackedWeight::Int16(PackedI16::pack(FloatFormat::F32, bytes, n, k))
             }
-            continue;
-        };
-        if format.row_bytes(k).map(|r| r * n) != Some(data.len()) {
-            continue;
-        }
-        let packed = match format {
-            WeightFormat::Float(FloatFormat::F32) => continue,
-            WeightFormat::Float(f) if k >= 2 => PackedWeight::Int16(PackedI16::pack(f, data, n, k)),
-            WeightFormat::Float(_) => continue,
-            quant => PackedWeight::Quant(PackedQuant::pack(quant, data, n, k)),
         };
         by_addr.insert(data.as_ptr() as usize, packed);
         // The file's copy is not read again on this backend: let its pages go.
@@ -109,6 +116,9 @@ fn pack_layers(file: &Arc<GgufFile>) -> Packed {
         by_addr,
     }
 }
+
+/// Heap bytes that widening kernel-less formats to 16 bits may take per model.
+const WIDEN_BUDGET_BYTES: usize = 2 << 30;
 
 #[derive(Default)]
 pub struct Cpu {

@@ -439,14 +439,19 @@ macro_rules! kernel_avx512 {
         }
     };
 }
-kernel_avx512!(
-    kernel_vnni,
-    "avx512f,avx512bw,avx512vnni",
-    |s, pair, b| dpwssd_bcast(s, b, pair)
-);
-kernel_avx512!(kernel_avx512, "avx512f,avx512bw", |s, pair: *const i32, b| {
-    _mm512_add_epi32(s, _mm512_madd_epi16(_mm512_set1_epi32(pair.read_unaligned()), b))
+kernel_avx512!(kernel_vnni, "avx512f,avx512bw,avx512vnni", |s, pair, b| {
+    dpwssd_bcast(s, b, pair)
 });
+kernel_avx512!(
+    kernel_avx512,
+    "avx512f,avx512bw",
+    |s, pair: *const i32, b| {
+        _mm512_add_epi32(
+            s,
+            _mm512_madd_epi16(_mm512_set1_epi32(pair.read_unaligned()), b),
+        )
+    }
+);
 
 /// AVX2: R ≤ 3 rows × 32 columns (half a panel, from `col0`) as four 8-lane vectors per row:
 /// 12 accumulators + 4 loads fill the 16 registers.
