@@ -184,7 +184,9 @@ fn shutdown_finishes_the_request_in_flight() {
     let s = server();
     let addr = s.addr;
     embed_one(addr, "all-minilm", "warm up");
-    let texts: Vec<String> = (0..24).map(|i| format!("{i} ").repeat(30)).collect();
+    // Big enough (≈ 37k tokens, most of a second in a release build) to be in flight when
+    // the shutdown comes 100 ms after it was sent.
+    let texts: Vec<String> = (0..600).map(|i| format!("{i} ").repeat(30)).collect();
     let (started_tx, started_rx) = mpsc::channel();
     let client = std::thread::spawn(move || {
         let mut c = connect(addr);
@@ -206,7 +208,7 @@ fn shutdown_finishes_the_request_in_flight() {
     within(Duration::from_secs(120), move || s.shutdown());
     let r = client.join().unwrap();
     assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
-    assert_eq!(r.json()["embeddings"].as_array().unwrap().len(), 24);
+    assert_eq!(r.json()["embeddings"].as_array().unwrap().len(), 600);
     assert_eq!(r.header("connection"), Some("close"));
     eprintln!("shutdown waited {:?}", t0.elapsed());
     assert!(TcpStream::connect(addr).is_err());
@@ -221,8 +223,9 @@ fn a_long_request_does_not_starve_a_short_one() {
     });
     let addr = s.addr;
     embed_one(addr, "all-minilm", "warm up");
-    // ~18 tokens each, 48 of them: about 14 forward passes of 64 tokens.
-    let long: Vec<String> = (0..48).map(|i| format!("{i} ").repeat(16)).collect();
+    // ~18 tokens each, 1000 of them: about 280 forward passes of 64 tokens, still running
+    // when the short request comes 100 ms later.
+    let long: Vec<String> = (0..1000).map(|i| format!("{i} ").repeat(16)).collect();
     let (tx, rx) = mpsc::channel();
     let tx2 = tx.clone();
     let big = std::thread::spawn(move || {
@@ -292,7 +295,9 @@ fn serve_exits_zero_on_sigterm_after_finishing_requests() {
         std::thread::sleep(Duration::from_millis(50));
     }
     embed_one(addr, "all-minilm", "warm up");
-    let texts: Vec<String> = (0..24).map(|i| format!("{i} ").repeat(30)).collect();
+    // Big enough (≈ 37k tokens, most of a second in a release build) to be in flight when
+    // the shutdown comes 100 ms after it was sent.
+    let texts: Vec<String> = (0..600).map(|i| format!("{i} ").repeat(30)).collect();
     let client = std::thread::spawn(move || {
         post(
             addr,
