@@ -480,6 +480,15 @@ unsafe fn kernel_vnni<const R: usize, const MIN: bool>(
     let mut f1 = [_mm512_setzero_ps(); R];
     let (qp, dp, cp) = (p.q.as_ptr(), p.d.as_ptr(), p.corr.as_ptr());
     let xp = qx.as_ptr();
+    // The tile's lines of y are written once, at the end, and are usually not cached (y is
+    // megabytes): fetched for writing now, while the integer sums run, instead of stalling the
+    // stores (~30 % of the run time at 1024×384×1536 without). Three lines cover 32 floats at
+    // any alignment.
+    for i in 0..R {
+        for o in [0, 16, 31] {
+            _mm_prefetch::<_MM_HINT_ET0>(c.add(i * ldc + o) as *const i8);
+        }
+    }
     for b in 0..nblk {
         let c0 = _mm512_loadu_si512(cp.add(b * NRQ) as *const _);
         let c1 = _mm512_loadu_si512(cp.add(b * NRQ + 16) as *const _);
