@@ -5,6 +5,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use quiver_kernels::matmul::int16::{matmul_i16, PackedI16};
+use quiver_kernels::matmul::q8::{matmul_quant_packed, PackedQuant};
 use quiver_kernels::matmul::{self, peak, FloatFormat, Isa, WeightFormat, Weights};
 
 /// Random weight bytes of a format (values need not be meaningful, only finite).
@@ -86,6 +87,14 @@ fn bench(c: &mut Criterion) {
         g.bench_function(BenchmarkId::from_parameter("f16_int16"), |b| {
             b.iter(|| matmul_i16(isa, &x, m, &packed, None, &mut y))
         });
+        // Quantised weights packed once (what the CPU backend runs for Q8_0 / Q4_0 / Q4_1).
+        for (name, format) in &formats[3..] {
+            let data = weight_bytes(*format, n, k);
+            let packed = PackedQuant::pack(*format, &data, n, k);
+            g.bench_function(BenchmarkId::from_parameter(format!("{name}_packed")), |b| {
+                b.iter(|| matmul_quant_packed(isa, &x, m, &packed, &mut y))
+            });
+        }
         g.finish();
     }
 }

@@ -180,7 +180,11 @@ fn float_paths_match_reference() {
 #[test]
 fn quantised_paths_are_exact_against_scalar_and_close_to_reference() {
     let mut rng = Rng::new(2);
-    for &(m, k, n) in SHAPES.iter().chain(&[(5, 224, 45), (5, 32, 1)]) {
+    // 102 rows: two row blocks of the packed path, the second ending in a 2-row tile.
+    for &(m, k, n) in SHAPES
+        .iter()
+        .chain(&[(5, 224, 45), (5, 32, 1), (102, 64, 40)])
+    {
         let x = rng.vec(m * k);
         for (format, (bytes, vals)) in [
             (WeightFormat::Q8_0, q8_0_bytes(&mut rng, n, k)),
