@@ -396,6 +396,14 @@ macro_rules! kernel_avx512 {
             acc: bool,
         ) {
             use std::arch::x86_64::*;
+            // Ask for the tile's output lines (64 floats a row, any alignment: 5 lines) for
+            // writing now, so that fetching them overlaps the integer sums instead of
+            // stalling the stores at the end.
+            for i in 0..R {
+                for o in [0, 16, 32, 48, 63] {
+                    _mm_prefetch::<_MM_HINT_ET0>(c.add(i * ldc + o) as *const i8);
+                }
+            }
             let mut s = [[_mm512_setzero_si512(); V512]; R];
             for p in 0..kc / 2 {
                 let line = b.add(p * 2 * NR);
