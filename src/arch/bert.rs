@@ -5,7 +5,7 @@ use super::{view, Architecture, Batch, LoadError, Loader};
 use crate::backend::{AttnShape, Backend};
 use crate::embed::Pooling;
 use crate::gguf::{GgufFile, TensorInfo};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Hyper-parameters, from the `bert.*` keys.
 #[derive(Clone, Debug)]
@@ -40,6 +40,34 @@ pub struct Layer {
     pub out_norm_b: Vec<f32>,
 }
 
+/// Activation buffers of one forward pass, kept between passes so that a batch reuses the
+/// memory of the one before (fresh pages cost a fault and a zeroing each).
+#[derive(Default)]
+struct RunState {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    attn: Vec<f32>,
+    proj: Vec<f32>,
+    ff: Vec<f32>,
+}
+
+impl RunState {
+    /// Sizes every buffer for `n` tokens (contents are overwritten before they are read).
+    fn fit(&mut self, n: usize, c: &Config) {
+        for b in [
+            &mut self.q,
+            &mut self.k,
+            &mut self.v,
+            &mut self.attn,
+            &mut self.proj,
+        ] {
+            b.resize(n * c.n_embd, 0.0);
+        }
+        self.ff.resize(n * c.n_ff, 0.0);
+    }
+}
+
 pub struct Bert {
     pub config: Config,
     file: Arc<GgufFile>,
@@ -50,6 +78,8 @@ pub struct Bert {
     embd_norm_w: Vec<f32>,
     embd_norm_b: Vec<f32>,
     layers: Vec<Layer>,
+    /// Reused by one forward pass at a time; a concurrent pass makes its own.
+    state: Mutex<RunState>,
 }
 
 impl Bert {
@@ -125,6 +155,7 @@ impl Bert {
             token_type0,
             layers,
             file,
+            state: Mutex::default(),
         })
     }
 }
@@ -175,23 +206,32 @@ impl Architecture for Bert {
             n_head_kv: c.n_head,
             head_dim: d / c.n_head,
         };
-        let (mut q, mut k, mut v) = (vec![0.0; n * d], vec![0.0; n * d], vec![0.0; n * d]);
-        let (mut attn, mut proj) = (vec![0.0; n * d], vec![0.0; n * d]);
-        let mut ff = vec![0.0; n * c.n_ff];
+        let mut own = RunState::default();
+        let mut shared = self.state.try_lock().ok();
+        let st = shared.as_deref_mut().unwrap_or(&mut own);
+        st.fit(n, c);
+        let RunState {
+            q,
+            k,
+            v,
+            attn,
+            proj,
+            ff,
+        } = st;
         for l in &self.layers {
             // Self-attention, then residual + LayerNorm (post-norm).
-            be.linear(&x, n, &view(file, &l.q), Some(&l.q_b), &mut q);
-            be.linear(&x, n, &view(file, &l.k), Some(&l.k_b), &mut k);
-            be.linear(&x, n, &view(file, &l.v), Some(&l.v_b), &mut v);
-            be.attention(&q, &k, &v, &batch.seqs, shape, false, &mut attn);
-            be.linear(&attn, n, &view(file, &l.o), Some(&l.o_b), &mut proj);
-            be.add_layer_norm(&mut x, &proj, &l.attn_norm_w, &l.attn_norm_b, c.eps);
+            be.linear(&x, n, &view(file, &l.q), Some(&l.q_b), q);
+            be.linear(&x, n, &view(file, &l.k), Some(&l.k_b), k);
+            be.linear(&x, n, &view(file, &l.v), Some(&l.v_b), v);
+            be.attention(q, k, v, &batch.seqs, shape, false, attn);
+            be.linear(attn, n, &view(file, &l.o), Some(&l.o_b), proj);
+            be.add_layer_norm(&mut x, proj, &l.attn_norm_w, &l.attn_norm_b, c.eps);
 
             // Feed-forward: up, GELU, down, then residual + LayerNorm.
-            be.linear(&x, n, &view(file, &l.up), Some(&l.up_b), &mut ff);
-            be.gelu(&mut ff);
-            be.linear(&ff, n, &view(file, &l.down), Some(&l.down_b), &mut proj);
-            be.add_layer_norm(&mut x, &proj, &l.out_norm_w, &l.out_norm_b, c.eps);
+            be.linear(&x, n, &view(file, &l.up), Some(&l.up_b), ff);
+            be.gelu(ff);
+            be.linear(ff, n, &view(file, &l.down), Some(&l.down_b), proj);
+            be.add_layer_norm(&mut x, proj, &l.out_norm_w, &l.out_norm_b, c.eps);
         }
         x
     }
