@@ -252,9 +252,33 @@ impl Model {
         self.pooled_op_by_op(&*self.backend, batch, pooling)
     }
 
+    /// Op by op, in forward passes of at most [`OP_BY_OP_TOKENS`] tokens (whole sequences; a
+    /// longer one runs alone): beyond that a pass is no faster, and its activations fall out
+    /// of the caches between operations and take memory.
     fn pooled_op_by_op(&self, be: &dyn Backend, batch: &Batch, pooling: Pooling) -> Vec<Vec<f32>> {
-        let hidden = self.arch.forward(be, batch);
-        embed::pool(&hidden, self.arch.hidden_size(), &batch.seqs, pooling)
+        let mut out = Vec::with_capacity(batch.seqs.len());
+        let mut rest = &batch.seqs[..];
+        while !rest.is_empty() {
+            let mut take = 1;
+            let mut tokens = rest[0].len();
+            while take < rest.len() && tokens + rest[take].len() <= OP_BY_OP_TOKENS {
+                tokens += rest[take].len();
+                take += 1;
+            }
+            let (part, next) = rest.split_at(take);
+            let sub = if part.len() == batch.seqs.len() {
+                None
+            } else {
+                Some(Batch::new(
+                    &part.iter().map(|r| &batch.tokens[r.clone()]).collect::<Vec<_>>(),
+                ))
+            };
+            let sub = sub.as_ref().unwrap_or(batch);
+            let hidden = self.arch.forward(be, sub);
+            out.extend(embed::pool(&hidden, self.arch.hidden_size(), &sub.seqs, pooling));
+            rest = next;
+        }
+        out
     }
 
     /// Token ids of `text` with the model's special tokens, no truncation.
@@ -329,6 +353,10 @@ impl Model {
         Ok(out)
     }
 }
+
+/// Most tokens in one op-by-op forward pass (the server's scheduler batches to the same
+/// default, `QUIVER_BATCH_TOKENS`).
+pub const OP_BY_OP_TOKENS: usize = 2048;
 
 /// How the architecture's op-by-op forward runs on `backend`.
 fn op_path(backend: &dyn Backend) -> ForwardPath {

@@ -145,7 +145,20 @@ unsafe fn quantize_row_avx512(v: &[f32], q: &mut [i16]) -> f32 {
     }
     let inv = _mm512_set1_ps(QMAX / amax);
     let (lo, hi) = (_mm512_set1_ps(-QMAX), _mm512_set1_ps(QMAX));
+    // 32 at a time: two vectors packed to i16 with VPACKSSDW (which interleaves 128-bit
+    // lanes, put back in order by one permute) and one full store; the narrowing store
+    // (VPMOVDW to memory) used for the tail is several times slower on Zen 4.
+    let order = _mm512_set_epi64(7, 5, 3, 1, 6, 4, 2, 0);
     let mut i = 0;
+    while i + 32 <= n {
+        let t0 = _mm512_mul_ps(_mm512_loadu_ps(v.as_ptr().add(i)), inv);
+        let t1 = _mm512_mul_ps(_mm512_loadu_ps(v.as_ptr().add(i + 16)), inv);
+        let q0 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(t0, lo), hi));
+        let q1 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(t1, lo), hi));
+        let packed = _mm512_permutexvar_epi64(order, _mm512_packs_epi32(q0, q1));
+        _mm512_storeu_si512(q.as_mut_ptr().add(i) as *mut _, packed);
+        i += 32;
+    }
     while i < n {
         let m = tail(i);
         let t = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, v.as_ptr().add(i)), inv);
