@@ -270,12 +270,20 @@ impl Model {
                 None
             } else {
                 Some(Batch::new(
-                    &part.iter().map(|r| &batch.tokens[r.clone()]).collect::<Vec<_>>(),
+                    &part
+                        .iter()
+                        .map(|r| &batch.tokens[r.clone()])
+                        .collect::<Vec<_>>(),
                 ))
             };
             let sub = sub.as_ref().unwrap_or(batch);
             let hidden = self.arch.forward(be, sub);
-            out.extend(embed::pool(&hidden, self.arch.hidden_size(), &sub.seqs, pooling));
+            out.extend(embed::pool(
+                &hidden,
+                self.arch.hidden_size(),
+                &sub.seqs,
+                pooling,
+            ));
             rest = next;
         }
         out

@@ -92,7 +92,7 @@ fn bench(c: &mut Criterion) {
             let data = weight_bytes(*format, n, k);
             let packed = PackedQuant::pack(*format, &data, n, k);
             g.bench_function(BenchmarkId::from_parameter(format!("{name}_packed")), |b| {
-                b.iter(|| matmul_quant_packed(isa, &x, m, &packed, &mut y))
+                b.iter(|| matmul_quant_packed(isa, &x, m, &packed, None, &mut y))
             });
         }
         g.finish();

@@ -202,11 +202,11 @@ impl Backend for Cpu {
         assert_eq!(x.len(), m * k, "linear: input is not m×k");
         assert_eq!(y.len(), m * n, "linear: output is not m×n");
         match self.packed(w) {
-            // The bias is added in the kernel's last pass over each output tile.
+            // The packed paths add the bias to each output tile while it is in cache.
             Some(PackedWeight::Int16(p)) => return matmul_i16(Isa::detect(), x, m, p, bias, y),
             // A few rows: the dot-product path over the file's blocks is quicker.
             Some(PackedWeight::Quant(p)) if m > GEMV_MAX_ROWS => {
-                matmul_quant_packed(Isa::detect(), x, m, p, y)
+                return matmul_quant_packed(Isa::detect(), x, m, p, bias, y)
             }
             _ => self.linear_from_file(x, m, w, y),
         }

@@ -307,12 +307,23 @@ impl PackedQuant {
     }
 }
 
-/// y[m×n] = x · Wᵀ with W packed by [`PackedQuant::pack`]. Tasks are blocks of at most 96
+/// y[m×n] = x · Wᵀ (+ bias, n values) with W packed by [`PackedQuant::pack`]. Tasks are blocks of at most 96
 /// rows × groups of panels, so a row block's quantised activations stay in L2 across panels.
-pub fn matmul_quant_packed(isa: Isa, x: &[f32], m: usize, w: &PackedQuant, y: &mut [f32]) {
+pub fn matmul_quant_packed(
+    isa: Isa,
+    x: &[f32],
+    m: usize,
+    w: &PackedQuant,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
     let (n, k) = (w.n, w.k);
     assert_eq!(x.len(), m * k, "matmul_quant_packed: x is not m×k");
     assert_eq!(y.len(), m * n, "matmul_quant_packed: y is not m×n");
+    assert!(
+        bias.is_none_or(|b| b.len() == n),
+        "matmul_quant_packed: bias is not n long"
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -348,6 +359,15 @@ pub fn matmul_quant_packed(isa: Isa, x: &[f32], m: usize, w: &PackedQuant, y: &m
                     n,
                     ncols,
                 );
+                // The bias while the tile is still in cache (not a pass over all of y).
+                if let Some(b) = bias {
+                    for i in i0..i0 + nrows {
+                        let row = std::slice::from_raw_parts_mut(yp.get().add(i * n + j0), ncols);
+                        for (v, &b) in row.iter_mut().zip(&b[j0..j0 + ncols]) {
+                            *v += b;
+                        }
+                    }
+                }
             }
         }
     });

@@ -221,9 +221,22 @@ fn quantised_paths_are_exact_against_scalar_and_close_to_reference() {
             }
             // Packed once: the same panels and tiles as packing per call, so the same bits.
             let packed = q8::PackedQuant::pack(format, &bytes, n, k);
+            let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.25 - 1.0).collect();
             for isa in Isa::available() {
                 let mut y = vec![f32::NAN; m * n];
-                q8::matmul_quant_packed(isa, &x, m, &packed, &mut y);
+                q8::matmul_quant_packed(isa, &x, m, &packed, Some(&bias), &mut y);
+                // The bias is added after the sums, so taking it back out is exact enough.
+                for row in y.chunks_mut(n) {
+                    for (v, b) in row.iter_mut().zip(&bias) {
+                        *v -= b;
+                    }
+                }
+                let mut no_bias = vec![f32::NAN; m * n];
+                q8::matmul_quant_packed(isa, &x, m, &packed, None, &mut no_bias);
+                for (a, b) in y.iter().zip(&no_bias) {
+                    assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "bias: {a} vs {b}");
+                }
+                let y = no_bias;
                 let mut per_call = vec![f32::NAN; m * n];
                 q8::matmul_quant(isa, format, &x, m, &bytes, n, k, &mut per_call);
                 if m > gemv::GEMV_MAX_ROWS || isa == Isa::Scalar {
