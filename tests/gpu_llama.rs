@@ -5,6 +5,9 @@
 //! without a GPU adapter.
 #![cfg(feature = "gpu")]
 
+mod common;
+
+use common::{cosine, q8_0_encode, Rng};
 use half::f16;
 use quiver::arch::{self, Batch};
 use quiver::backend::cpu::Cpu;
@@ -13,36 +16,6 @@ use quiver::gguf::writer::GgufWriter;
 use quiver::gguf::{AlignedBytes, GgufFile, ModelBytes, Value};
 use quiver::tensor::DType;
 use std::sync::Arc;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.next() * scale).collect()
-    }
-}
-
-fn q8_0(x: &[f32]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for block in x.chunks(32) {
-        let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let d = f16::from_f32(amax / 127.0);
-        let inv = if d.to_f32() == 0.0 {
-            0.0
-        } else {
-            1.0 / d.to_f32()
-        };
-        out.extend_from_slice(&d.to_le_bytes());
-        out.extend(block.iter().map(|v| (v * inv).round() as i8 as u8));
-    }
-    out
-}
 
 const N_EMBD: usize = 128;
 const N_HEAD: usize = 4;
@@ -91,7 +64,7 @@ fn model(arch: &str, dtype: DType, seed: u64) -> Arc<GgufFile> {
                 .iter()
                 .flat_map(|&x| f16::from_f32(x).to_le_bytes())
                 .collect(),
-            _ => q8_0(&v),
+            _ => q8_0_encode(&v),
         };
         w.tensor(name, dtype, &[n_in, n_out], bytes)
     };
@@ -122,12 +95,6 @@ fn model(arch: &str, dtype: DType, seed: u64) -> Arc<GgufFile> {
     w = norm(w, &mut r, "output_norm.weight");
     let bytes = w.to_bytes();
     Arc::new(GgufFile::from_bytes(ModelBytes::Owned(AlignedBytes::copy_from(&bytes))).unwrap())
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let n = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    dot / (n(a) * n(b))
 }
 
 fn compare(arch: &str, dtype: DType, min_cos: f64) {

@@ -3,6 +3,9 @@
 //! forward written here with plain loops (no Backend, no kernels): they must agree per token.
 //! Also: packed sequences do not see each other, and load errors are typed, not panics.
 
+mod common;
+
+use common::{cosine, q8_0_encode, Rng};
 use half::f16;
 use quiver::arch::{self, Batch, LoadError};
 use quiver::backend::cpu::Cpu;
@@ -13,41 +16,8 @@ use quiver::tensor::DType;
 use std::sync::Arc;
 
 // ---------------------------------------------------------------------------------------------
-// Random numbers and a Q8_0 encoder/decoder of our own (independent of the library's).
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.next() * scale).collect()
-    }
-}
-
-fn q8_0_encode(x: &[f32]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for block in x.chunks(32) {
-        let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let d = f16::from_f32(amax / 127.0);
-        let inv = if d.to_f32() == 0.0 {
-            0.0
-        } else {
-            1.0 / d.to_f32()
-        };
-        out.extend_from_slice(&d.to_le_bytes());
-        out.extend(
-            block
-                .iter()
-                .map(|v| (v * inv).round().clamp(-127.0, 127.0) as i8 as u8),
-        );
-    }
-    out
-}
+// Q8_0 decoding and Q4_0 of our own (independent of the library's); random numbers and the
+// Q8_0 encoder are in tests/common.
 
 fn q8_0_decode(b: &[u8]) -> Vec<f32> {
     b.chunks(34)
@@ -500,12 +470,6 @@ fn open(bytes: Vec<u8>) -> Arc<GgufFile> {
         )))
         .unwrap(),
     )
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let n = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    dot / (n(a) * n(b))
 }
 
 fn check_against_reference(s: Spec) {

@@ -54,3 +54,41 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
 pub fn norm(a: &[f32]) -> f64 {
     a.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt()
 }
+
+/// Deterministic random numbers (an LCG): tests need no dependency and repeat exactly.
+pub struct Rng(pub u64);
+impl Rng {
+    /// Uniform in [-1, 1).
+    pub fn next(&mut self) -> f32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    pub fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.next() * scale).collect()
+    }
+}
+
+/// Q8_0 blocks of `x` (a multiple of 32 values), by an encoder of the tests' own: per block
+/// d = max|x| / 127 as f16, q = round(x / d) clamped to ±127.
+pub fn q8_0_encode(x: &[f32]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for block in x.chunks(32) {
+        let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = half::f16::from_f32(amax / 127.0);
+        let inv = if d.to_f32() == 0.0 {
+            0.0
+        } else {
+            1.0 / d.to_f32()
+        };
+        out.extend_from_slice(&d.to_le_bytes());
+        out.extend(
+            block
+                .iter()
+                .map(|v| (v * inv).round().clamp(-127.0, 127.0) as i8 as u8),
+        );
+    }
+    out
+}
