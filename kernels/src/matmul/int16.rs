@@ -40,8 +40,9 @@ pub struct PackedI16 {
 }
 
 impl PackedI16 {
-    /// Packs `n` rows of `k` values of `fmt` from `data` (row after row).
+    /// Packs `n` rows of `k ≥ 1` values of `fmt` from `data` (row after row).
     pub fn pack(fmt: FloatFormat, data: &[u8], n: usize, k: usize) -> PackedI16 {
+        assert!(k > 0, "PackedI16::pack: empty rows");
         let row_bytes = k * fmt.bytes();
         assert_eq!(data.len(), n * row_bytes, "PackedI16::pack: weight bytes");
         let kp = k.next_multiple_of(2);
