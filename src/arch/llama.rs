@@ -9,7 +9,7 @@ use crate::backend::{AttnShape, Backend};
 use crate::embed::Pooling;
 use crate::gguf::{GgufFile, TensorInfo};
 use quiver_kernels::rope::Rope;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Hyper-parameters, from the `<arch>.*` keys.
 #[derive(Clone, Debug)]
@@ -58,6 +58,41 @@ pub struct Llama {
     rope_freqs: Option<Vec<f32>>,
     layers: Vec<Layer>,
     output_norm: Vec<f32>,
+    /// Reused by one forward pass at a time; a concurrent pass makes its own.
+    state: Mutex<RunState>,
+}
+
+/// Activation buffers of one forward pass, kept between passes (fresh pages cost a fault and
+/// a zeroing each).
+#[derive(Default)]
+struct RunState {
+    h: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    attn: Vec<f32>,
+    proj: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+}
+
+impl RunState {
+    /// Sizes every buffer for `n` tokens (contents are overwritten before they are read).
+    fn fit(&mut self, n: usize, c: &Config) {
+        let (qd, kvd) = (c.n_head * c.head_dim, c.n_head_kv * c.head_dim);
+        for (b, width) in [
+            (&mut self.h, c.n_embd),
+            (&mut self.q, qd),
+            (&mut self.k, kvd),
+            (&mut self.v, kvd),
+            (&mut self.attn, qd),
+            (&mut self.proj, c.n_embd),
+            (&mut self.gate, c.n_ff),
+            (&mut self.up, c.n_ff),
+        ] {
+            b.resize(n * width, 0.0);
+        }
+    }
 }
 
 fn checked(a: usize, b: usize, what: &str) -> Result<usize, LoadError> {
@@ -180,6 +215,7 @@ impl Llama {
             token_embd,
             rope_freqs,
             layers,
+            state: Mutex::default(),
         })
     }
 }
@@ -255,37 +291,47 @@ impl Architecture for Llama {
             n_head_kv: c.n_head_kv,
             head_dim: hd,
         };
-        let mut h = vec![0.0; n * d];
-        let (mut q, mut k, mut v) = (vec![0.0; n * qd], vec![0.0; n * kvd], vec![0.0; n * kvd]);
-        let (mut attn, mut proj) = (vec![0.0; n * qd], vec![0.0; n * d]);
-        let (mut gate, mut up) = (vec![0.0; n * c.n_ff], vec![0.0; n * c.n_ff]);
+        let mut own = RunState::default();
+        let mut shared = self.state.try_lock().ok();
+        let st = shared.as_deref_mut().unwrap_or(&mut own);
+        st.fit(n, c);
+        let RunState {
+            h,
+            q,
+            k,
+            v,
+            attn,
+            proj,
+            gate,
+            up,
+        } = st;
         for l in &self.layers {
             // Attention block: pre-norm, q/k/v, (qwen3: per-head norm), RoPE, causal GQA, residual.
             h.copy_from_slice(&x);
-            be.rms_norm(&mut h, &l.attn_norm, c.eps);
-            be.linear(&h, n, &view(file, &l.q), l.q_b.as_deref(), &mut q);
-            be.linear(&h, n, &view(file, &l.k), l.k_b.as_deref(), &mut k);
-            be.linear(&h, n, &view(file, &l.v), l.v_b.as_deref(), &mut v);
+            be.rms_norm(h, &l.attn_norm, c.eps);
+            be.linear(h, n, &view(file, &l.q), l.q_b.as_deref(), q);
+            be.linear(h, n, &view(file, &l.k), l.k_b.as_deref(), k);
+            be.linear(h, n, &view(file, &l.v), l.v_b.as_deref(), v);
             if let Some(w) = &l.q_norm {
-                be.rms_norm(&mut q, w, c.eps);
+                be.rms_norm(q, w, c.eps);
             }
             if let Some(w) = &l.k_norm {
-                be.rms_norm(&mut k, w, c.eps);
+                be.rms_norm(k, w, c.eps);
             }
-            be.rope(&rope, &mut q, qd, &positions);
-            be.rope(&rope, &mut k, kvd, &positions);
-            be.attention(&q, &k, &v, &batch.seqs, shape, true, &mut attn);
-            be.linear(&attn, n, &view(file, &l.o), None, &mut proj);
-            quiver_kernels::ops::add(&mut x, &proj);
+            be.rope(&rope, q, qd, &positions);
+            be.rope(&rope, k, kvd, &positions);
+            be.attention(q, k, v, &batch.seqs, shape, true, attn);
+            be.linear(attn, n, &view(file, &l.o), None, proj);
+            quiver_kernels::ops::add(&mut x, proj);
 
             // Feed-forward block: pre-norm, SwiGLU, residual.
             h.copy_from_slice(&x);
-            be.rms_norm(&mut h, &l.ffn_norm, c.eps);
-            be.linear(&h, n, &view(file, &l.gate), None, &mut gate);
-            be.linear(&h, n, &view(file, &l.up), None, &mut up);
-            be.silu_mul(&mut gate, &up);
-            be.linear(&gate, n, &view(file, &l.down), None, &mut proj);
-            quiver_kernels::ops::add(&mut x, &proj);
+            be.rms_norm(h, &l.ffn_norm, c.eps);
+            be.linear(h, n, &view(file, &l.gate), None, gate);
+            be.linear(h, n, &view(file, &l.up), None, up);
+            be.silu_mul(gate, up);
+            be.linear(gate, n, &view(file, &l.down), None, proj);
+            quiver_kernels::ops::add(&mut x, proj);
         }
         be.rms_norm(&mut x, &self.output_norm, c.eps);
         x
