@@ -47,11 +47,12 @@ const ERFCC: [f32; 10] = [
     0.170_872_77,
 ];
 
-/// e^a for a ≤ ~88, flushing to 0 below -87 (written to vectorise: no branches, no calls).
+/// e^a, with a clamped to [−87, 88] (so ~1.6e-38 at the bottom and ~1.7e38 at the top; the
+/// exponent bits below would overflow beyond). Written to vectorise: no branches, no calls.
 #[inline(always)]
 pub fn exp_lane(a: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer
-    let a = a.max(-87.0);
+    let a = a.clamp(-87.0, 88.0);
     // k = round(a · log2 e) sits in the low mantissa bits of `shifted`: read it from there
     // (a float → int conversion would be a saturating one, several instructions per lane).
     let shifted = a * std::f32::consts::LOG2_E + MAGIC;
@@ -136,6 +137,49 @@ pub fn layer_norm(isa: Isa, x: &mut [f32], dim: usize, w: &[f32], b: &[f32], eps
     multiversion!(isa, layer_norm_body(x, dim, w, b, eps))
 }
 
+#[inline(always)]
+fn rms_norm_body(x: &mut [f32], dim: usize, w: &[f32], eps: f32) {
+    for row in x.chunks_exact_mut(dim) {
+        // The sum of squares in f64, as the reference and llama.cpp do: quantised models
+        // round their activations right after, where the last bits can flip a rounding.
+        let mut acc = [0.0f64; 8];
+        let mut chunks = row.chunks_exact(8);
+        for c in &mut chunks {
+            for (a, &v) in acc.iter_mut().zip(c) {
+                *a += v as f64 * v as f64;
+            }
+        }
+        let tail: f64 = chunks
+            .remainder()
+            .iter()
+            .map(|&v| v as f64 * v as f64)
+            .sum();
+        let ms = (acc.iter().sum::<f64>() + tail) / dim as f64;
+        let inv = (1.0 / (ms + eps as f64).sqrt()) as f32;
+        for (v, &w) in row.iter_mut().zip(w) {
+            *v = *v * inv * w;
+        }
+    }
+}
+
+/// RMSNorm over each row of `dim` values in place (sum of squares in f64 lanes).
+pub fn rms_norm(isa: Isa, x: &mut [f32], dim: usize, w: &[f32], eps: f32) {
+    multiversion!(isa, rms_norm_body(x, dim, w, eps))
+}
+
+#[inline(always)]
+fn silu_mul_body(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        // For g < −88, e^{−g} stops at ~1.7e38 and g / e^{−g} is within 1e-36 of silu's 0.
+        *g = *g / (1.0 + exp_lane(-*g)) * u;
+    }
+}
+
+/// gate ← silu(gate) · up, with the vectorised exponential.
+pub fn silu_mul(isa: Isa, gate: &mut [f32], up: &[f32]) {
+    multiversion!(isa, silu_mul_body(gate, up))
+}
+
 /// max of a slice in 16 independent lanes, then across lanes.
 #[inline(always)]
 pub(crate) fn max_lanes(x: &[f32]) -> f32 {
@@ -216,6 +260,44 @@ mod tests {
                     err <= 1.5e-6 * w.abs() as f64 + 3e-8 * x.abs() as f64 + 1e-37,
                     "{isa:?} gelu({x}) = {g}, want {w}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn silu_mul_and_rms_norm_match_reference() {
+        let mut rng = crate::matmul::tests::Rng::new(9);
+        let mut gate: Vec<f32> = (0..4001).map(|i| -100.0 + i as f32 * 0.05).collect();
+        gate.extend([0.0, -0.0, 1e-30, -88.5, 88.5, -200.0]);
+        let up: Vec<f32> = (0..gate.len()).map(|_| rng.f32() * 3.0).collect();
+        let mut want = gate.clone();
+        ops::silu_mul(&mut want, &up);
+        for isa in Isa::available() {
+            let mut got = gate.clone();
+            silu_mul(isa, &mut got, &up);
+            for ((&g, &w), &x) in got.iter().zip(&want).zip(&gate) {
+                assert!(
+                    (g - w).abs() <= 2e-6 * w.abs() + 1e-35,
+                    "{isa:?} silu_mul({x}) = {g}, want {w}"
+                );
+            }
+        }
+        for dim in [576, 37, 16] {
+            let x: Vec<f32> = (0..dim * 5)
+                .map(|i| rng.f32() * 3.0 + (i % 7) as f32)
+                .collect();
+            let w: Vec<f32> = (0..dim).map(|_| rng.f32()).collect();
+            let mut want = x.clone();
+            ops::rms_norm(&mut want, dim, &w, 1e-5);
+            for isa in Isa::available() {
+                let mut got = x.clone();
+                rms_norm(isa, &mut got, dim, &w, 1e-5);
+                for (g, e) in got.iter().zip(&want) {
+                    assert!(
+                        (g - e).abs() <= 2e-6 * (1.0 + e.abs()),
+                        "{isa:?}: {g} vs {e}"
+                    );
+                }
             }
         }
     }

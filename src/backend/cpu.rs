@@ -237,8 +237,9 @@ impl Backend for Cpu {
 
     fn rms_norm(&self, x: &mut [f32], w: &[f32], eps: f32) {
         let dim = w.len();
+        let isa = Isa::detect();
         x.par_chunks_mut(dim * 16)
-            .for_each(|c| ops::rms_norm(c, dim, w, eps));
+            .for_each(|c| ops_fast::rms_norm(isa, c, dim, w, eps));
     }
 
     fn gelu(&self, x: &mut [f32]) {
@@ -247,9 +248,10 @@ impl Backend for Cpu {
     }
 
     fn silu_mul(&self, gate: &mut [f32], up: &[f32]) {
+        let isa = Isa::detect();
         gate.par_chunks_mut(4096)
             .zip(up.par_chunks(4096))
-            .for_each(|(g, u)| ops::silu_mul(g, u));
+            .for_each(|(g, u)| ops_fast::silu_mul(isa, g, u));
     }
 
     fn attention(
