@@ -29,15 +29,23 @@ pub struct Rope<'a> {
 }
 
 impl Rope<'_> {
-    /// The (cos, sin) of every pair for one position, into `cs` (`n_rot/2` pairs).
-    fn angles(&self, pos: usize, cs: &mut [(f32, f32)]) {
-        let half = self.n_rot / 2;
-        for (i, c) in cs.iter_mut().enumerate().take(half) {
-            // Computed in f64 so long positions keep their precision.
-            let inv_freq = (self.freq_base as f64).powf(-2.0 * i as f64 / self.n_rot as f64);
-            let factor = self.freq_factors.map_or(1.0, |f| f[i] as f64);
-            let theta = pos as f64 * self.freq_scale as f64 * inv_freq / factor;
-            *c = (theta.cos() as f32, theta.sin() as f32);
+    /// Per pair, the angle per position step: freq_scale · base^(−2i/n_rot) / factor_i. In f64
+    /// so that long positions keep their precision.
+    fn steps(&self) -> Vec<f64> {
+        (0..self.n_rot / 2)
+            .map(|i| {
+                let inv_freq = (self.freq_base as f64).powf(-2.0 * i as f64 / self.n_rot as f64);
+                let factor = self.freq_factors.map_or(1.0, |f| f[i] as f64);
+                self.freq_scale as f64 * inv_freq / factor
+            })
+            .collect()
+    }
+
+    /// The (cos, sin) of every pair for one position, into `cs`.
+    fn angles(steps: &[f64], pos: usize, cs: &mut [(f32, f32)]) {
+        for (c, &step) in cs.iter_mut().zip(steps) {
+            let (sin, cos) = (pos as f64 * step).sin_cos();
+            *c = (cos as f32, sin as f32);
         }
     }
 
@@ -58,9 +66,10 @@ impl Rope<'_> {
             assert!(f.len() >= self.n_rot / 2, "rope: too few frequency factors");
         }
         let half = self.n_rot / 2;
+        let steps = self.steps();
         let mut cs = vec![(0.0f32, 0.0f32); half];
         for (row, &pos) in x.chunks_exact_mut(row_len).zip(positions) {
-            self.angles(pos, &mut cs);
+            Self::angles(&steps, pos, &mut cs);
             for head in row.chunks_exact_mut(self.head_dim) {
                 for (i, &(c, s)) in cs.iter().enumerate() {
                     let (a, b) = match self.layout {
