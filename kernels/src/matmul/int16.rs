@@ -18,7 +18,7 @@
 
 use super::isa::Isa;
 use super::pack::convert_row;
-use super::{FloatFormat, SendPtr};
+use super::{FloatFormat, SendPtr, TaskGrid};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -207,7 +207,8 @@ fn mr_for(isa: Isa) -> usize {
     }
 }
 
-/// y[m×n] = x[m×k] · Wᵀ (+ bias, n values) with W packed by [`PackedI16::pack`].
+/// y[m×n] = x[m×k] · Wᵀ (+ bias, n values) with W packed by [`PackedI16::pack`], in the
+/// tasks of a [`TaskGrid`].
 pub fn matmul_i16(
     isa: Isa,
     x: &[f32],
@@ -232,24 +233,12 @@ pub fn matmul_i16(
     quantize_activations(isa, x, m, k, &mut qx);
     let kp = w.kp();
     let mr = mr_for(isa);
-    let panels = n.div_ceil(NR);
-    // Tasks: a block of at most MB rows × a group of panels. Within a task, each panel's
-    // output tile (≤ MB × NR f32) stays in cache across the k chunks, and the row block's
-    // activations (≤ MB × k i16) stay in L2 across the panels. Few rows (one query): one
-    // row block, the panels split so that every thread gets work.
-    const MB: usize = 96;
-    let mb = MB.min(m.div_ceil(mr) * mr);
-    let mblocks = m.div_ceil(mb);
-    let want = 4 * rayon::current_num_threads();
-    let pg = panels.div_ceil(want.div_ceil(mblocks).clamp(1, panels));
-    let pgroups = panels.div_ceil(pg);
+    let grid = TaskGrid::new(m, mr, n.div_ceil(NR));
     let yp = SendPtr(y.as_mut_ptr());
     let (qxq, sx) = (&qx.q[..], &qx.s[..]);
-    (0..mblocks * pgroups).into_par_iter().for_each(|t| {
-        let (ib, g) = (t / pgroups, t % pgroups);
-        let i0 = ib * mb;
-        let nrows = mb.min(m - i0);
-        for s in g * pg..((g + 1) * pg).min(panels) {
+    (0..grid.tasks()).into_par_iter().for_each(|t| {
+        let (i0, nrows, panels) = grid.task(t);
+        for s in panels {
             let j0 = s * NR;
             let nvalid = NR.min(n - j0);
             let panel = &w.q[s * kp * NR..(s + 1) * kp * NR];

@@ -19,6 +19,7 @@ pub mod q8;
 pub mod q8_gemv;
 
 pub use isa::Isa;
+use std::ops::Range;
 
 /// Scalar reference: every other matmul path is tested against this.
 pub fn matmul_f32_ref(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, y: &mut [f32]) {
@@ -117,6 +118,52 @@ pub fn matmul_with(isa: Isa, x: &[f32], m: usize, w: &Weights, y: &mut [f32]) {
         WeightFormat::Q8_0 | WeightFormat::Q4_0 | WeightFormat::Q4_1 => {
             q8::matmul_quant(isa, w.format, x, m, w.data, n, k, y)
         }
+    }
+}
+
+/// How a product over pre-packed weights is cut into parallel tasks: blocks of at most 96 rows
+/// × groups of column panels. Within a task each panel's output tile stays in cache across
+/// the k chunks, and the row block's quantised activations stay in L2 across the panels. Few
+/// rows (one query) make one row block, with the panels split so that every thread gets work.
+pub(crate) struct TaskGrid {
+    m: usize,
+    panels: usize,
+    /// Rows per block (a multiple of the micro-kernel's rows), and panels per group.
+    mb: usize,
+    pg: usize,
+    pgroups: usize,
+}
+
+impl TaskGrid {
+    const MAX_ROWS: usize = 96;
+
+    /// The grid for `m` rows, a micro-kernel of `mr` rows and `panels` column panels.
+    pub fn new(m: usize, mr: usize, panels: usize) -> TaskGrid {
+        let mb = Self::MAX_ROWS.min(m.div_ceil(mr) * mr).max(1);
+        let mblocks = m.div_ceil(mb);
+        let want = 4 * rayon::current_num_threads();
+        let pg = panels
+            .div_ceil(want.div_ceil(mblocks).clamp(1, panels.max(1)))
+            .max(1);
+        TaskGrid {
+            m,
+            panels,
+            mb,
+            pg,
+            pgroups: panels.div_ceil(pg),
+        }
+    }
+
+    pub fn tasks(&self) -> usize {
+        self.m.div_ceil(self.mb) * self.pgroups
+    }
+
+    /// Task `t`: its first row, its number of rows and its panels.
+    pub fn task(&self, t: usize) -> (usize, usize, Range<usize>) {
+        let (ib, g) = (t / self.pgroups, t % self.pgroups);
+        let i0 = ib * self.mb;
+        let panels = g * self.pg..((g + 1) * self.pg).min(self.panels);
+        (i0, self.mb.min(self.m - i0), panels)
     }
 }
 

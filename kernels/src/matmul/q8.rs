@@ -18,7 +18,7 @@
 //! `s_x` is the block sum the quantiser stores (llama.cpp's Q8_1 carries the same sum).
 
 use super::isa::Isa;
-use super::{SendPtr, WeightFormat};
+use super::{SendPtr, TaskGrid, WeightFormat};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -307,8 +307,8 @@ impl PackedQuant {
     }
 }
 
-/// y[m×n] = x · Wᵀ (+ bias, n values) with W packed by [`PackedQuant::pack`]. Tasks are blocks of at most 96
-/// rows × groups of panels, so a row block's quantised activations stay in L2 across panels.
+/// y[m×n] = x · Wᵀ (+ bias, n values) with W packed by [`PackedQuant::pack`], in the tasks
+/// of a [`TaskGrid`].
 pub fn matmul_quant_packed(
     isa: Isa,
     x: &[f32],
@@ -329,20 +329,12 @@ pub fn matmul_quant_packed(
     }
     let mut qx = QX.with(|c| std::mem::take(&mut *c.borrow_mut()));
     quantize_rows(isa, x, m, k, &mut qx);
-    const MB: usize = 96;
-    let mb = MB.min(m.div_ceil(MRQ) * MRQ);
-    let mblocks = m.div_ceil(mb);
-    let panels = w.panels.len();
-    let want = 4 * rayon::current_num_threads();
-    let pg = panels.div_ceil(want.div_ceil(mblocks).clamp(1, panels));
-    let pgroups = panels.div_ceil(pg);
+    let grid = TaskGrid::new(m, MRQ, w.panels.len());
     let yp = SendPtr(y.as_mut_ptr());
     let qxr = &qx;
-    (0..mblocks * pgroups).into_par_iter().for_each(|t| {
-        let (ib, g) = (t / pgroups, t % pgroups);
-        let i0 = ib * mb;
-        let nrows = mb.min(m - i0);
-        for s in g * pg..((g + 1) * pg).min(panels) {
+    (0..grid.tasks()).into_par_iter().for_each(|t| {
+        let (i0, nrows, panels) = grid.task(t);
+        for s in panels {
             let j0 = s * NRQ;
             let ncols = NRQ.min(n - j0);
             // SAFETY: rows i0..i0+nrows and columns j0..j0+ncols of y belong to this task.
