@@ -253,8 +253,7 @@ impl Model {
     }
 
     /// Op by op, in forward passes of at most [`OP_BY_OP_TOKENS`] tokens (whole sequences; a
-    /// longer one runs alone): beyond that a pass is no faster, and its activations fall out
-    /// of the caches between operations and take memory.
+    /// longer one runs alone).
     fn pooled_op_by_op(&self, be: &dyn Backend, batch: &Batch, pooling: Pooling) -> Vec<Vec<f32>> {
         let mut out = Vec::with_capacity(batch.seqs.len());
         let mut rest = &batch.seqs[..];
@@ -362,8 +361,9 @@ impl Model {
     }
 }
 
-/// Most tokens in one op-by-op forward pass (the server's scheduler batches to the same
-/// default, `QUIVER_BATCH_TOKENS`).
+/// Most tokens in one op-by-op forward pass, and the default token budget of the server's
+/// batches (`QUIVER_BATCH_TOKENS`): larger passes are no faster on the CPU and their
+/// activations fall out of the caches and take memory.
 pub const OP_BY_OP_TOKENS: usize = 2048;
 
 /// How the architecture's op-by-op forward runs on `backend`.

@@ -41,7 +41,7 @@ impl Default for EngineConfig {
         EngineConfig {
             keep_alive_default: KeepAlive::DEFAULT,
             max_loaded_models: 3,
-            token_budget: 2_048,
+            token_budget: crate::model::OP_BY_OP_TOKENS,
             max_queued_tokens: 4_000_000,
         }
     }

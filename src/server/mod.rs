@@ -61,7 +61,7 @@ impl Default for ServerConfig {
             origins: Vec::new(),
             keep_alive_default: Some(Duration::from_secs(300)),
             max_loaded_models: 3,
-            batch_tokens: 2_048,
+            batch_tokens: crate::model::OP_BY_OP_TOKENS,
         }
     }
 }
