@@ -3,37 +3,25 @@
 //! format of the quant zoo, `linear` on the packed weights must give the f32 product with the
 //! values gguf-py dequantised, within the rounding of its integer path.
 
+mod common;
+
+use common::{gguf_from_bytes, quant_zoo, ZOO_TYPES};
 use quiver::backend::cpu::Cpu;
 use quiver::backend::Backend;
 use quiver::gguf::writer::GgufWriter;
-use quiver::gguf::{AlignedBytes, GgufFile, ModelBytes};
 use quiver::tensor::DType;
 use std::sync::Arc;
 
-const TYPES: [&str; 12] = [
-    "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
-];
-
-fn open(bytes: &[u8]) -> GgufFile {
-    GgufFile::from_bytes(ModelBytes::Owned(AlignedBytes::copy_from(bytes))).unwrap()
-}
-
 #[test]
 fn packed_linear_matches_the_dequantised_product_for_every_format() {
-    let zoo = open(
-        &std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/fixtures/quant-zoo.gguf"
-        ))
-        .unwrap(),
-    );
+    let zoo = quant_zoo();
     let (k, n) = (512, 4);
-    for name in TYPES {
+    for name in ZOO_TYPES {
         let dtype = DType::from_name(name).unwrap();
         let q = zoo.tensor(&format!("{name}.q")).unwrap();
         let vals: Vec<f32> =
             bytemuck::pod_collect_to_vec(zoo.tensor(&format!("{name}.f32")).unwrap().data);
-        let file = Arc::new(open(
+        let file = Arc::new(gguf_from_bytes(
             &GgufWriter::new()
                 .tensor("blk.0.test.weight", dtype, &[k, n], q.data.to_vec())
                 .to_bytes(),
@@ -82,7 +70,7 @@ fn f32_matrices_and_tables_outside_the_layers_are_not_packed() {
         .flat_map(|i| half::f16::from_f32(i as f32 * 0.01).to_le_bytes())
         .collect();
     let f32b: Vec<u8> = (0..64 * 4).flat_map(|i| (i as f32).to_le_bytes()).collect();
-    let file = Arc::new(open(
+    let file = Arc::new(gguf_from_bytes(
         &GgufWriter::new()
             .tensor("token_embd.weight", DType::F16, &[64, 4], f16)
             .tensor("blk.0.f32.weight", DType::F32, &[64, 4], f32b)

@@ -4,27 +4,16 @@
 //! fixtures/quant-zoo.gguf holds, for each type, `<TYPE>.q` (a 4×512 tensor of random valid
 //! blocks) and `<TYPE>.f32` (those blocks dequantised by gguf-py).
 
-use quiver::gguf::{GgufFile, ModelBytes};
+mod common;
+
+use common::{quant_zoo, ZOO_TYPES};
 use quiver::tensor::{dequantize, DType};
-
-const TYPES: [&str; 12] = [
-    "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
-];
-
-fn zoo() -> GgufFile {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/quant-zoo.gguf");
-    let bytes = std::fs::read(path).expect("fixtures/quant-zoo.gguf");
-    GgufFile::from_bytes(ModelBytes::Owned(quiver::gguf::AlignedBytes::copy_from(
-        &bytes,
-    )))
-    .expect("quant-zoo parses")
-}
 
 #[test]
 fn every_block_format_matches_gguf_py_bit_for_bit() {
-    let zoo = zoo();
+    let zoo = quant_zoo();
     let mut failures = Vec::new();
-    for name in TYPES {
+    for name in ZOO_TYPES {
         let q = zoo
             .tensor(&format!("{name}.q"))
             .unwrap_or_else(|| panic!("{name}.q missing"));
@@ -70,8 +59,8 @@ fn every_block_format_matches_gguf_py_bit_for_bit() {
 /// Row-by-row dequantisation (what matmuls use) agrees with whole-tensor dequantisation.
 #[test]
 fn rows_dequantise_like_the_whole_tensor() {
-    let zoo = zoo();
-    for name in TYPES {
+    let zoo = quant_zoo();
+    for name in ZOO_TYPES {
         let q = zoo.tensor(&format!("{name}.q")).unwrap();
         let whole = q.to_f32();
         let mut row = vec![0.0; q.row_len()];

@@ -92,3 +92,20 @@ pub fn q8_0_encode(x: &[f32]) -> Vec<u8> {
     }
     out
 }
+
+/// Every GGML block type in fixtures/quant-zoo.gguf, which holds `<TYPE>.q` (a 4×512 tensor of
+/// random valid blocks) and `<TYPE>.f32` (those blocks dequantised by gguf-py) for each.
+pub const ZOO_TYPES: [&str; 12] = [
+    "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
+];
+
+/// A GGUF file parsed from bytes in memory.
+pub fn gguf_from_bytes(bytes: &[u8]) -> quiver::gguf::GgufFile {
+    use quiver::gguf::{AlignedBytes, GgufFile, ModelBytes};
+    GgufFile::from_bytes(ModelBytes::Owned(AlignedBytes::copy_from(bytes))).expect("GGUF parses")
+}
+
+/// fixtures/quant-zoo.gguf.
+pub fn quant_zoo() -> quiver::gguf::GgufFile {
+    gguf_from_bytes(&std::fs::read(fixture("quant-zoo.gguf")).expect("fixtures/quant-zoo.gguf"))
+}
