@@ -7,13 +7,13 @@
 
 mod common;
 
-use common::{cosine, q8_0_encode, Rng};
+use common::{cosine, gguf_from_bytes, q8_0_encode, Rng};
 use half::f16;
 use quiver::arch::{self, Batch};
 use quiver::backend::cpu::Cpu;
 use quiver::backend::gpu::GpuBackend;
 use quiver::gguf::writer::GgufWriter;
-use quiver::gguf::{AlignedBytes, GgufFile, ModelBytes, Value};
+use quiver::gguf::{GgufFile, Value};
 use quiver::tensor::DType;
 use std::sync::Arc;
 
@@ -93,8 +93,7 @@ fn model(arch: &str, dtype: DType, seed: u64) -> Arc<GgufFile> {
         w = matrix(w, &mut r, &n("ffn_down"), N_FF, N_EMBD);
     }
     w = norm(w, &mut r, "output_norm.weight");
-    let bytes = w.to_bytes();
-    Arc::new(GgufFile::from_bytes(ModelBytes::Owned(AlignedBytes::copy_from(&bytes))).unwrap())
+    Arc::new(gguf_from_bytes(&w.to_bytes()))
 }
 
 fn compare(arch: &str, dtype: DType, min_cos: f64) {

@@ -5,13 +5,13 @@
 
 mod common;
 
-use common::{cosine, q8_0_encode, Rng};
+use common::{cosine, gguf_from_bytes, q8_0_encode, Rng};
 use half::f16;
 use quiver::arch::{self, Batch, LoadError};
 use quiver::backend::cpu::Cpu;
 use quiver::embed::Pooling;
 use quiver::gguf::writer::GgufWriter;
-use quiver::gguf::{GgufFile, ModelBytes, Value};
+use quiver::gguf::{GgufFile, Value};
 use quiver::tensor::DType;
 use std::sync::Arc;
 
@@ -464,12 +464,7 @@ fn reference(s: &Spec, w: &Weights, tokens: &[u32]) -> Vec<Vec<f32>> {
 // ---------------------------------------------------------------------------------------------
 
 fn open(bytes: Vec<u8>) -> Arc<GgufFile> {
-    Arc::new(
-        GgufFile::from_bytes(ModelBytes::Owned(quiver::gguf::AlignedBytes::copy_from(
-            &bytes,
-        )))
-        .unwrap(),
-    )
+    Arc::new(gguf_from_bytes(&bytes))
 }
 
 fn check_against_reference(s: Spec) {
