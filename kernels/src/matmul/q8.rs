@@ -431,7 +431,7 @@ pub(crate) unsafe fn tile_q(
     }
 }
 
-/// The VNNI row loop: groups of MRQ rows, then the remainder.
+/// The VNNI row loop: MRQ rows at a time (fewer for the last group).
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -448,28 +448,20 @@ unsafe fn rows_vnni<const MIN: bool>(
     m1: u16,
 ) {
     let nblk = k / QB;
-    let mut i = 0;
-    while i + MRQ <= rows {
+    for i in (0..rows).step_by(MRQ) {
         let (q, d, s) = (
             &qx[i * k..],
             &dx[i * nblk..],
             sx.get(i * nblk..).unwrap_or(&[]),
         );
-        kernel_vnni::<MRQ, MIN>(q, d, s, k, p, c.add(i * ldc), ldc, m0, m1);
-        i += MRQ;
-    }
-    let (q, d, s) = (
-        &qx[i * k..],
-        &dx[i * nblk..],
-        sx.get(i * nblk..).unwrap_or(&[]),
-    );
-    let c = c.add(i * ldc);
-    match rows - i {
-        0 => {}
-        1 => kernel_vnni::<1, MIN>(q, d, s, k, p, c, ldc, m0, m1),
-        2 => kernel_vnni::<2, MIN>(q, d, s, k, p, c, ldc, m0, m1),
-        3 => kernel_vnni::<3, MIN>(q, d, s, k, p, c, ldc, m0, m1),
-        _ => unreachable!(),
+        let c = c.add(i * ldc);
+        match MRQ.min(rows - i) {
+            4 => kernel_vnni::<4, MIN>(q, d, s, k, p, c, ldc, m0, m1),
+            3 => kernel_vnni::<3, MIN>(q, d, s, k, p, c, ldc, m0, m1),
+            2 => kernel_vnni::<2, MIN>(q, d, s, k, p, c, ldc, m0, m1),
+            1 => kernel_vnni::<1, MIN>(q, d, s, k, p, c, ldc, m0, m1),
+            _ => unreachable!(),
+        }
     }
 }
 
