@@ -259,6 +259,7 @@ pub fn matmul_quant(
                     yp.get().add(i0 * n + j0),
                     n,
                     ncols,
+                    None,
                 );
             }
         });
@@ -350,16 +351,8 @@ pub fn matmul_quant_packed(
                     yp.get().add(i0 * n + j0),
                     n,
                     ncols,
+                    bias.map(|b| &b[j0..j0 + ncols]),
                 );
-                // The bias while the tile is still in cache (not a pass over all of y).
-                if let Some(b) = bias {
-                    for i in i0..i0 + nrows {
-                        let row = std::slice::from_raw_parts_mut(yp.get().add(i * n + j0), ncols);
-                        for (v, &b) in row.iter_mut().zip(&b[j0..j0 + ncols]) {
-                            *v += b;
-                        }
-                    }
-                }
             }
         }
     });
@@ -367,7 +360,8 @@ pub fn matmul_quant_packed(
 }
 
 /// `rows` × NRQ of y: c[i][j] = Σ_b d_x[i,b] · d_w[j,b] · (Σ_e q_x · q_w) [+ m_w[j,b] · s_x[i,b]]
-/// for j < nvalid (the bracket where the panel has minima), MRQ rows at a time.
+/// [+ bias[j]] for j < nvalid (the first bracket where the panel has minima), MRQ rows at a
+/// time. The bias is added while the tile is in registers or cache, not in a pass over y.
 ///
 /// # Safety
 /// `c` must cover `rows` rows of stride `ldc` with `nvalid` values; `qx`/`dx`/`sx` hold `rows`
@@ -384,8 +378,10 @@ pub(crate) unsafe fn tile_q(
     c: *mut f32,
     ldc: usize,
     nvalid: usize,
+    bias: Option<&[f32]>,
 ) {
     let nblk = k / QB;
+    assert!(bias.is_none_or(|b| b.len() == nvalid));
     assert!(qx.len() >= rows * k && dx.len() >= rows * nblk && p.q.len() >= nblk * BLOCK_BYTES);
     let has_min = !p.m.is_empty();
     assert!(!has_min || (sx.len() >= rows * nblk && p.m.len() >= nblk * NRQ));
@@ -394,10 +390,11 @@ pub(crate) unsafe fn tile_q(
         // Straight into y with masked stores (a staging tile costs ~10 % at k = 384); the row
         // loop inside the kernel's own target features, so the 4-row kernel is inlined.
         let (m0, m1) = masks(nvalid);
+        let tail = Tail { m0, m1, bias };
         if has_min {
-            rows_vnni::<true>(rows, qx, dx, sx, k, p, c, ldc, m0, m1);
+            rows_vnni::<true>(rows, qx, dx, sx, k, p, c, ldc, tail);
         } else {
-            rows_vnni::<false>(rows, qx, dx, sx, k, p, c, ldc, m0, m1);
+            rows_vnni::<false>(rows, qx, dx, sx, k, p, c, ldc, tail);
         }
         return;
     }
@@ -425,7 +422,12 @@ pub(crate) unsafe fn tile_q(
             },
             _ => kernel_scalar(r, qx, dx, sx, k, p, &mut out),
         }
-        for (ii, o) in out.iter().enumerate().take(r) {
+        for (ii, o) in out.iter_mut().enumerate().take(r) {
+            if let Some(b) = bias {
+                for (v, &b) in o.iter_mut().zip(b) {
+                    *v += b;
+                }
+            }
             std::ptr::copy_nonoverlapping(o.as_ptr(), c.add((i + ii) * ldc), nvalid);
         }
     }
@@ -444,8 +446,7 @@ unsafe fn rows_vnni<const MIN: bool>(
     p: &Panel,
     c: *mut f32,
     ldc: usize,
-    m0: u16,
-    m1: u16,
+    tail: Tail,
 ) {
     let nblk = k / QB;
     for i in (0..rows).step_by(MRQ) {
@@ -456,13 +457,22 @@ unsafe fn rows_vnni<const MIN: bool>(
         );
         let c = c.add(i * ldc);
         match MRQ.min(rows - i) {
-            4 => kernel_vnni::<4, MIN>(q, d, s, k, p, c, ldc, m0, m1),
-            3 => kernel_vnni::<3, MIN>(q, d, s, k, p, c, ldc, m0, m1),
-            2 => kernel_vnni::<2, MIN>(q, d, s, k, p, c, ldc, m0, m1),
-            1 => kernel_vnni::<1, MIN>(q, d, s, k, p, c, ldc, m0, m1),
+            4 => kernel_vnni::<4, MIN>(q, d, s, k, p, c, ldc, tail),
+            3 => kernel_vnni::<3, MIN>(q, d, s, k, p, c, ldc, tail),
+            2 => kernel_vnni::<2, MIN>(q, d, s, k, p, c, ldc, tail),
+            1 => kernel_vnni::<1, MIN>(q, d, s, k, p, c, ldc, tail),
             _ => unreachable!(),
         }
     }
+}
+
+/// How the VNNI kernel ends a tile: store masks for its two 16-column halves, and the bias
+/// of its columns.
+#[derive(Clone, Copy)]
+struct Tail<'a> {
+    m0: u16,
+    m1: u16,
+    bias: Option<&'a [f32]>,
 }
 
 /// Store masks for the two 16-column halves of a tile with `nvalid` columns.
@@ -534,10 +544,10 @@ unsafe fn kernel_vnni<const R: usize, const MIN: bool>(
     p: &Panel,
     c: *mut f32,
     ldc: usize,
-    m0: u16,
-    m1: u16,
+    tail: Tail,
 ) {
     use std::arch::x86_64::*;
+    let Tail { m0, m1, bias } = tail;
     let nblk = k / QB;
     let mut f0 = [_mm512_setzero_ps(); R];
     let mut f1 = [_mm512_setzero_ps(); R];
@@ -584,6 +594,15 @@ unsafe fn kernel_vnni<const R: usize, const MIN: bool>(
                 f0[i] = _mm512_fmadd_ps(mw0, sxv, f0[i]);
                 f1[i] = _mm512_fmadd_ps(mw1, sxv, f1[i]);
             }
+        }
+    }
+    if let Some(b) = bias {
+        let b0 = _mm512_maskz_loadu_ps(m0, b.as_ptr());
+        // Past the end when nvalid ≤ 16: the mask is then 0 and nothing is read.
+        let b1 = _mm512_maskz_loadu_ps(m1, b.as_ptr().wrapping_add(16));
+        for i in 0..R {
+            f0[i] = _mm512_add_ps(f0[i], b0);
+            f1[i] = _mm512_add_ps(f1[i], b1);
         }
     }
     for i in 0..R {
