@@ -1,6 +1,7 @@
 //! The 16-bit integer path for float weights: y = x · Wᵀ with W (f32/f16/bf16) packed once per
 //! model load into 13-bit integers, activations quantised per call the same way, and integer
-//! dot products of pairs (VPDPWSSD with AVX-512 VNNI, VPMADDWD + VPADDD with AVX2).
+//! dot products of pairs (VPDPWSSD with AVX-512 VNNI, VPMADDWD + VPADDD with AVX2, SMLAL /
+//! SMLAL2 on NEON).
 //!
 //! Why: a pair-of-i16 dot product does twice the multiply-adds per instruction of an f32 FMA,
 //! and packing once removes the per-call conversion that dominated small batches. Why 13 bits:

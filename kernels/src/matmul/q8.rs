@@ -10,6 +10,9 @@
 //! weights is 16 columns × 4 products in a single VPDPBUSD. Per block the i32 sums are
 //! converted and scaled: y += (Σ q·w) · d_x · d_w.
 //!
+//! NEON (aarch64) multiplies signed × signed (SDOT with FEAT_DotProd, SMULL + SADALP without):
+//! it flips the activations' top bit back to q and skips the correction; the same integers.
+//!
 //! Weights of -128 (which ggml's quantisers never write) are clamped to -127 when packed: the
 //! AVX2 path's sign trick could not represent them.
 //!
@@ -444,7 +447,7 @@ pub(crate) unsafe fn tile_q(
     }
     #[cfg(target_arch = "aarch64")]
     if isa.is_neon() {
-        rows_neon(isa == Isa::NeonDot, has_min, rows, qx, dx, sx, k, p, c, ldc, nvalid);
+        rows_neon(isa, rows, qx, dx, sx, k, p, c, ldc, nvalid);
         return;
     }
     for i in (0..rows).step_by(MRQ) {
@@ -515,12 +518,11 @@ unsafe fn rows_vnni<const MIN: bool>(
 /// of 8 columns that hold valid columns, written straight into y.
 ///
 /// # Safety
-/// As [`tile_q`]; `dot` only where the core has SDOT (`Isa::NeonDot`).
+/// As [`tile_q`] (SDOT is used for `Isa::NeonDot` only).
 #[cfg(target_arch = "aarch64")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn rows_neon(
-    dot: bool,
-    has_min: bool,
+    isa: Isa,
     rows: usize,
     qx: &[u8],
     dx: &[f32],
@@ -532,6 +534,7 @@ unsafe fn rows_neon(
     nvalid: usize,
 ) {
     let nblk = k / QB;
+    let (dot, has_min) = (isa == Isa::NeonDot, !p.m.is_empty());
     for i in (0..rows).step_by(MRQ) {
         let (q, d, s) = (
             &qx[i * k..],

@@ -199,7 +199,10 @@ macro_rules! dot_neon {
                 let (dw, w0, w1) = match format {
                     WeightFormat::Q8_0 => {
                         let blk = w.as_ptr().add(b * 34);
-                        let (w0, w1) = (vld1q_s8(blk.add(2) as *const i8), vld1q_s8(blk.add(18) as *const i8));
+                        let (w0, w1) = (
+                            vld1q_s8(blk.add(2) as *const i8),
+                            vld1q_s8(blk.add(18) as *const i8),
+                        );
                         (f16(blk), vmaxq_s8(w0, minw), vmaxq_s8(w1, minw))
                     }
                     WeightFormat::Q4_0 => {
