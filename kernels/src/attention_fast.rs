@@ -7,6 +7,7 @@
 //! BERT's heads are 32 wide: one panel of values.
 
 use crate::attention::AttnShape;
+use crate::attention_bf16;
 use crate::matmul::float::{mr_for, tile};
 use crate::matmul::pack::NR;
 use crate::matmul::{Isa, SendPtr};
@@ -25,6 +26,8 @@ struct Scratch {
     p: Vec<f32>,
     /// Per query row, 1 / Σ of its probabilities.
     inv_sum: Vec<f32>,
+    /// The bf16 scores' buffers.
+    bf16: attention_bf16::Scratch,
 }
 
 thread_local! {
@@ -35,6 +38,39 @@ thread_local! {
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     isa: Isa,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    seqs: &[Range<usize>],
+    s: AttnShape,
+    causal: bool,
+    out: &mut [f32],
+) {
+    run(isa, false, q, k, v, seqs, s, causal, out)
+}
+
+/// [`attention`] with its products in bf16 where the machine has AVX-512 BF16 and the head
+/// width suits ([`attention_bf16::supported`]), else exactly as [`attention`]: for models
+/// whose weights are themselves 16-bit or quantised.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_low_precision(
+    isa: Isa,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    seqs: &[Range<usize>],
+    s: AttnShape,
+    causal: bool,
+    out: &mut [f32],
+) {
+    let bf16 = attention_bf16::supported(isa, s.head_dim);
+    run(isa, bf16, q, k, v, seqs, s, causal, out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    isa: Isa,
+    bf16: bool,
     q: &[f32],
     k: &[f32],
     v: &[f32],
@@ -68,7 +104,7 @@ pub fn attention(
         }
         // Taken out of the thread-local so a nested call (work stealing) cannot find it borrowed.
         let mut sc = SCRATCH.with(|c| std::mem::take(&mut *c.borrow_mut()));
-        one_head(isa, q, k, v, seq, h, s, causal, op, &mut sc);
+        one_head(isa, bf16, q, k, v, seq, h, s, causal, op, &mut sc);
         SCRATCH.with(|c| *c.borrow_mut() = sc);
     });
 }
@@ -76,6 +112,7 @@ pub fn attention(
 #[allow(clippy::too_many_arguments)]
 fn one_head(
     isa: Isa,
+    bf16_scores: bool,
     q: &[f32],
     k: &[f32],
     v: &[f32],
@@ -90,54 +127,25 @@ fn one_head(
     let (qd, kd) = (s.n_head * hd, s.n_head_kv * hd);
     let kh = h / (s.n_head / s.n_head_kv);
     let (base, len) = (seq.start, seq.len());
-    let (kpanels, vpanels) = (len.div_ceil(NR), hd.div_ceil(NR));
-    sc.kp.clear();
-    sc.kp.resize(kpanels * hd * NR, 0.0);
+    let vpanels = hd.div_ceil(NR);
+    // Score rows padded to whole 16-lane vectors, so the exponential runs vectorised even
+    // for a 10-token query (the padding holds -∞ before it, 0 after); the bf16 scores come
+    // in panels of 32.
+    let lp = len.next_multiple_of(if bf16_scores { attention_bf16::W } else { 16 });
+    sc.p.resize(len * lp, 0.0);
+    if bf16_scores {
+        attention_bf16::scores(q, k, seq.clone(), h, s, &mut sc.p, lp, &mut sc.bf16);
+    } else {
+        scores_f32(isa, q, k, seq.clone(), h, s, lp, sc);
+    }
+    // Values copied row by row into panels of NR dimensions.
     sc.vp.clear();
     sc.vp.resize(vpanels * len * NR, 0.0);
-    // Score rows padded to whole 16-lane vectors, so the exponential runs vectorised even
-    // for a 10-token query (the padding holds -∞ before it, 0 after).
-    let lp = len.next_multiple_of(16);
-    sc.p.resize(len * lp, 0.0);
-    // Keys transposed into panels (column j%NR of panel j/NR, one row per head dimension);
-    // values copied row by row into panels of NR dimensions.
     for (j, row) in (base..base + len).enumerate() {
-        let kj = &k[row * kd + kh * hd..][..hd];
-        let panel = &mut sc.kp[(j / NR) * hd * NR + j % NR..];
-        for (dst, &x) in panel.iter_mut().step_by(NR).zip(kj) {
-            *dst = x;
-        }
         let vj = &v[row * kd + kh * hd..][..hd];
         for (p, chunk) in vj.chunks(NR).enumerate() {
             sc.vp[p * len * NR + j * NR..][..chunk.len()].copy_from_slice(chunk);
         }
-    }
-    let mr = mr_for(isa);
-    // Scores: len × len = Q_h (rows of stride qd) · K_hᵀ.
-    let mut i = 0;
-    while i < len {
-        let r = mr.min(len - i);
-        for p in 0..kpanels {
-            // SAFETY: q rows base+i..+r hold hd values of head h; panel p holds hd·NR floats;
-            // the score tile lies inside sc.p (rows of lp, columns p·NR..+nvalid ≤ len).
-            unsafe {
-                let a = q.as_ptr().add((base + i) * qd + h * hd);
-                let c = sc.p.as_mut_ptr().add(i * lp + p * NR);
-                tile(
-                    isa,
-                    r,
-                    a,
-                    qd,
-                    sc.kp.as_ptr().add(p * hd * NR),
-                    hd,
-                    c,
-                    lp,
-                    NR.min(len - p * NR),
-                    false,
-                );
-            }
-        }
-        i += r;
     }
     // Unnormalised probabilities e^{(s - max)·scale}; each output row is divided by its sum
     // after P·V (hd values per row instead of len).
@@ -153,6 +161,7 @@ fn one_head(
         row[visible..].fill(0.0);
     }
     // Out: len × hd = P · V_h, written into the head's columns of `out`.
+    let mr = mr_for(isa);
     let mut i = 0;
     while i < len {
         let r = mr.min(len - i);
@@ -177,13 +186,78 @@ fn one_head(
         }
         i += r;
     }
-    for (i, &inv) in sc.inv_sum.iter().enumerate() {
-        // SAFETY: row base+i, columns h·hd..+hd of out belong to this pair (written above).
-        let row =
-            unsafe { std::slice::from_raw_parts_mut(out.get().add((base + i) * qd + h * hd), hd) };
+    multiversion!(
+        isa,
+        divide_rows(out, base * qd + h * hd, qd, hd, &sc.inv_sum)
+    );
+}
+
+/// Row i of the head's output block (starting at `first`, rows `stride` apart, `hd` wide)
+/// ×= inv_sum[i].
+#[inline(always)]
+fn divide_rows(out: SendPtr, first: usize, stride: usize, hd: usize, inv_sum: &[f32]) {
+    for (i, &inv) in inv_sum.iter().enumerate() {
+        // SAFETY: these rows and columns of out belong to the calling (sequence, head) pair.
+        let row = unsafe { std::slice::from_raw_parts_mut(out.get().add(first + i * stride), hd) };
         for v in row {
             *v *= inv;
         }
+    }
+}
+
+/// Scores of head `h` over `seq` into `sc.p` (rows of stride `lp`): Q_h (rows of stride qd)
+/// · K_hᵀ on the float micro-kernel, keys transposed into its panels first.
+#[allow(clippy::too_many_arguments)]
+fn scores_f32(
+    isa: Isa,
+    q: &[f32],
+    k: &[f32],
+    seq: Range<usize>,
+    h: usize,
+    s: AttnShape,
+    lp: usize,
+    sc: &mut Scratch,
+) {
+    let hd = s.head_dim;
+    let (qd, kd) = (s.n_head * hd, s.n_head_kv * hd);
+    let kh = h / (s.n_head / s.n_head_kv);
+    let (base, len) = (seq.start, seq.len());
+    let kpanels = len.div_ceil(NR);
+    sc.kp.clear();
+    sc.kp.resize(kpanels * hd * NR, 0.0);
+    // Column j%NR of panel j/NR, one row per head dimension.
+    for (j, row) in (base..base + len).enumerate() {
+        let kj = &k[row * kd + kh * hd..][..hd];
+        let panel = &mut sc.kp[(j / NR) * hd * NR + j % NR..];
+        for (dst, &x) in panel.iter_mut().step_by(NR).zip(kj) {
+            *dst = x;
+        }
+    }
+    let mr = mr_for(isa);
+    let mut i = 0;
+    while i < len {
+        let r = mr.min(len - i);
+        for p in 0..kpanels {
+            // SAFETY: q rows base+i..+r hold hd values of head h; panel p holds hd·NR floats;
+            // the score tile lies inside sc.p (rows of lp, columns p·NR..+nvalid ≤ len).
+            unsafe {
+                let a = q.as_ptr().add((base + i) * qd + h * hd);
+                let c = sc.p.as_mut_ptr().add(i * lp + p * NR);
+                tile(
+                    isa,
+                    r,
+                    a,
+                    qd,
+                    sc.kp.as_ptr().add(p * hd * NR),
+                    hd,
+                    c,
+                    lp,
+                    NR.min(len - p * NR),
+                    false,
+                );
+            }
+        }
+        i += r;
     }
 }
 

@@ -3,6 +3,7 @@
 //! Every SIMD path has a scalar reference beside it, and tests compare the two on random data.
 
 pub mod attention;
+pub mod attention_bf16;
 pub mod attention_fast;
 pub mod matmul;
 pub mod ops;

@@ -138,6 +138,35 @@ pub fn layer_norm(isa: Isa, x: &mut [f32], dim: usize, w: &[f32], b: &[f32], eps
 }
 
 #[inline(always)]
+fn add_layer_norm_body(
+    x: &mut [f32],
+    residual: &[f32],
+    dim: usize,
+    w: &[f32],
+    b: &[f32],
+    eps: f32,
+) {
+    for (a, &r) in x.iter_mut().zip(residual) {
+        *a += r;
+    }
+    layer_norm_body(x, dim, w, b, eps)
+}
+
+/// x ← LayerNorm(x + residual), row by row: the residual add in the same vector width.
+pub fn add_layer_norm(
+    isa: Isa,
+    x: &mut [f32],
+    residual: &[f32],
+    dim: usize,
+    w: &[f32],
+    b: &[f32],
+    eps: f32,
+) {
+    assert_eq!(x.len(), residual.len(), "add_layer_norm: residual length");
+    multiversion!(isa, add_layer_norm_body(x, residual, dim, w, b, eps))
+}
+
+#[inline(always)]
 fn rms_norm_body(x: &mut [f32], dim: usize, w: &[f32], eps: f32) {
     for row in x.chunks_exact_mut(dim) {
         // The sum of squares in f64, as the reference and llama.cpp do: quantised models
@@ -313,13 +342,25 @@ mod tests {
             let b: Vec<f32> = (0..dim).map(|_| rng.f32()).collect();
             let mut want = x.clone();
             ops::layer_norm(&mut want, dim, &w, &b, 1e-12);
+            // The fused form against the reference add followed by LayerNorm.
+            let r: Vec<f32> = (0..x.len()).map(|i| (i % 5) as f32 - 2.0).collect();
+            let x_minus_r: Vec<f32> = x.iter().zip(&r).map(|(a, b)| a - b).collect();
+            let mut want_fused = x_minus_r.clone();
+            ops::add(&mut want_fused, &r);
+            ops::layer_norm(&mut want_fused, dim, &w, &b, 1e-12);
             for isa in Isa::available() {
                 let mut got = x.clone();
                 layer_norm(isa, &mut got, dim, &w, &b, 1e-12);
-                for (g, e) in got.iter().zip(&want) {
+                let mut fused = x_minus_r.clone();
+                add_layer_norm(isa, &mut fused, &r, dim, &w, &b, 1e-12);
+                for ((g, f), (e, ef)) in got.iter().zip(&fused).zip(want.iter().zip(&want_fused)) {
                     assert!(
                         (g - e).abs() <= 2e-6 * (1.0 + e.abs()),
                         "{isa:?} dim {dim}: {g} vs {e}"
+                    );
+                    assert!(
+                        (f - ef).abs() <= 2e-6 * (1.0 + ef.abs()),
+                        "{isa:?} dim {dim} fused: {f} vs {ef}"
                     );
                 }
             }

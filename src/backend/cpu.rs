@@ -66,6 +66,9 @@ impl PackedWeight {
 struct Packed {
     _file: Arc<GgufFile>,
     by_addr: HashMap<usize, PackedWeight>,
+    /// The layer weights are 16-bit or quantised: attention may then round its inputs to
+    /// bf16 too (an F32 model keeps exact f32 attention, as it keeps exact f32 matmuls).
+    low_precision: bool,
 }
 
 /// Packs the matrices of the repeating layers (`blk.N.*.weight`, 2-D): the embedding tables
@@ -113,6 +116,7 @@ fn pack_layers(file: &Arc<GgufFile>) -> Packed {
     }
     Packed {
         _file: file.clone(),
+        low_precision: !by_addr.is_empty(),
         by_addr,
     }
 }
@@ -229,10 +233,7 @@ impl Backend for Cpu {
         // One pass per block of rows while they are in cache: the sum, then its norm.
         x.par_chunks_mut(dim * 64)
             .zip(residual.par_chunks(dim * 64))
-            .for_each(|(c, r)| {
-                ops::add(c, r);
-                ops_fast::layer_norm(isa, c, dim, w, b, eps);
-            });
+            .for_each(|(c, r)| ops_fast::add_layer_norm(isa, c, r, dim, w, b, eps));
     }
 
     fn rms_norm(&self, x: &mut [f32], w: &[f32], eps: f32) {
@@ -264,6 +265,20 @@ impl Backend for Cpu {
         causal: bool,
         out: &mut [f32],
     ) {
-        attention_fast::attention(Isa::detect(), q, k, v, seqs, shape, causal, out);
+        let low_precision = self.packed.get().is_some_and(|p| p.low_precision);
+        if low_precision {
+            attention_fast::attention_low_precision(
+                Isa::detect(),
+                q,
+                k,
+                v,
+                seqs,
+                shape,
+                causal,
+                out,
+            );
+        } else {
+            attention_fast::attention(Isa::detect(), q, k, v, seqs, shape, causal, out);
+        }
     }
 }

@@ -303,6 +303,7 @@ pub fn matmul_quant(
                     yp.get().add(i0 * n + j0),
                     n,
                     ncols,
+                    None,
                 );
             }
         });
@@ -394,16 +395,8 @@ pub fn matmul_quant_packed(
                     yp.get().add(i0 * n + j0),
                     n,
                     ncols,
+                    bias.map(|b| &b[j0..j0 + ncols]),
                 );
-                // The bias while the tile is still in cache (not a pass over all of y).
-                if let Some(b) = bias {
-                    for i in i0..i0 + nrows {
-                        let row = std::slice::from_raw_parts_mut(yp.get().add(i * n + j0), ncols);
-                        for (v, &b) in row.iter_mut().zip(&b[j0..j0 + ncols]) {
-                            *v += b;
-                        }
-                    }
-                }
             }
         }
     });
@@ -411,7 +404,8 @@ pub fn matmul_quant_packed(
 }
 
 /// `rows` × NRQ of y: c[i][j] = Σ_b d_x[i,b] · d_w[j,b] · (Σ_e q_x · q_w) [+ m_w[j,b] · s_x[i,b]]
-/// for j < nvalid (the bracket where the panel has minima), MRQ rows at a time.
+/// [+ bias[j]] for j < nvalid (the first bracket where the panel has minima), MRQ rows at a
+/// time. The bias is added while the tile is in registers or cache, not in a pass over y.
 ///
 /// # Safety
 /// `c` must cover `rows` rows of stride `ldc` with `nvalid` values; `qx`/`dx`/`sx` hold `rows`
@@ -428,8 +422,10 @@ pub(crate) unsafe fn tile_q(
     c: *mut f32,
     ldc: usize,
     nvalid: usize,
+    bias: Option<&[f32]>,
 ) {
     let nblk = k / QB;
+    assert!(bias.is_none_or(|b| b.len() == nvalid));
     assert!(qx.len() >= rows * k && dx.len() >= rows * nblk && p.q.len() >= nblk * BLOCK_BYTES);
     let has_min = !p.m.is_empty();
     assert!(!has_min || (sx.len() >= rows * nblk && p.m.len() >= nblk * NRQ));
@@ -438,16 +434,17 @@ pub(crate) unsafe fn tile_q(
         // Straight into y with masked stores (a staging tile costs ~10 % at k = 384); the row
         // loop inside the kernel's own target features, so the 4-row kernel is inlined.
         let (m0, m1) = masks(nvalid);
+        let tail = Tail { m0, m1, bias };
         if has_min {
-            rows_vnni::<true>(rows, qx, dx, sx, k, p, c, ldc, m0, m1);
+            rows_vnni::<true>(rows, qx, dx, sx, k, p, c, ldc, tail);
         } else {
-            rows_vnni::<false>(rows, qx, dx, sx, k, p, c, ldc, m0, m1);
+            rows_vnni::<false>(rows, qx, dx, sx, k, p, c, ldc, tail);
         }
         return;
     }
     #[cfg(target_arch = "aarch64")]
     if isa.is_neon() {
-        rows_neon(isa, rows, qx, dx, sx, k, p, c, ldc, nvalid);
+        rows_neon(isa, rows, qx, dx, sx, k, p, c, ldc, nvalid, bias);
         return;
     }
     for i in (0..rows).step_by(MRQ) {
@@ -474,7 +471,12 @@ pub(crate) unsafe fn tile_q(
             },
             _ => kernel_scalar(r, qx, dx, sx, k, p, &mut out),
         }
-        for (ii, o) in out.iter().enumerate().take(r) {
+        for (ii, o) in out.iter_mut().enumerate().take(r) {
+            if let Some(b) = bias {
+                for (v, &b) in o.iter_mut().zip(b) {
+                    *v += b;
+                }
+            }
             std::ptr::copy_nonoverlapping(o.as_ptr(), c.add((i + ii) * ldc), nvalid);
         }
     }
@@ -493,8 +495,7 @@ unsafe fn rows_vnni<const MIN: bool>(
     p: &Panel,
     c: *mut f32,
     ldc: usize,
-    m0: u16,
-    m1: u16,
+    tail: Tail,
 ) {
     let nblk = k / QB;
     for i in (0..rows).step_by(MRQ) {
@@ -505,17 +506,17 @@ unsafe fn rows_vnni<const MIN: bool>(
         );
         let c = c.add(i * ldc);
         match MRQ.min(rows - i) {
-            4 => kernel_vnni::<4, MIN>(q, d, s, k, p, c, ldc, m0, m1),
-            3 => kernel_vnni::<3, MIN>(q, d, s, k, p, c, ldc, m0, m1),
-            2 => kernel_vnni::<2, MIN>(q, d, s, k, p, c, ldc, m0, m1),
-            1 => kernel_vnni::<1, MIN>(q, d, s, k, p, c, ldc, m0, m1),
+            4 => kernel_vnni::<4, MIN>(q, d, s, k, p, c, ldc, tail),
+            3 => kernel_vnni::<3, MIN>(q, d, s, k, p, c, ldc, tail),
+            2 => kernel_vnni::<2, MIN>(q, d, s, k, p, c, ldc, tail),
+            1 => kernel_vnni::<1, MIN>(q, d, s, k, p, c, ldc, tail),
             _ => unreachable!(),
         }
     }
 }
 
 /// The NEON row loop: MRQ rows at a time (fewer for the last group), each over the quarters
-/// of 8 columns that hold valid columns, written straight into y.
+/// of 8 columns that hold valid columns, written straight into y (+ the bias, `nvalid` long).
 ///
 /// # Safety
 /// As [`tile_q`] (SDOT is used for `Isa::NeonDot` only).
@@ -532,6 +533,7 @@ unsafe fn rows_neon(
     c: *mut f32,
     ldc: usize,
     nvalid: usize,
+    bias: Option<&[f32]>,
 ) {
     let nblk = k / QB;
     let (dot, has_min) = (isa == Isa::NeonDot, !p.m.is_empty());
@@ -543,14 +545,15 @@ unsafe fn rows_neon(
         );
         for col0 in (0..nvalid).step_by(8) {
             let (c, nv) = (c.add(i * ldc + col0), nvalid - col0);
+            let bias = bias.map(|b| &b[col0..]);
             // Instantiated per row count, minimum term and dot-product flavour.
             macro_rules! go {
                 ($kern:ident, $min:literal) => {
                     match MRQ.min(rows - i) {
-                        4 => $kern::<4, $min>(q, d, s, k, p, col0, c, ldc, nv),
-                        3 => $kern::<3, $min>(q, d, s, k, p, col0, c, ldc, nv),
-                        2 => $kern::<2, $min>(q, d, s, k, p, col0, c, ldc, nv),
-                        1 => $kern::<1, $min>(q, d, s, k, p, col0, c, ldc, nv),
+                        4 => $kern::<4, $min>(q, d, s, k, p, col0, c, ldc, nv, bias),
+                        3 => $kern::<3, $min>(q, d, s, k, p, col0, c, ldc, nv, bias),
+                        2 => $kern::<2, $min>(q, d, s, k, p, col0, c, ldc, nv, bias),
+                        1 => $kern::<1, $min>(q, d, s, k, p, col0, c, ldc, nv, bias),
                         _ => unreachable!(),
                     }
                 };
@@ -606,7 +609,8 @@ unsafe fn smull_lane<const L: i32>(
     vpadalq_s16(acc, vpaddq_s16(lo, hi))
 }
 
-/// NEON: R ≤ 4 rows × 8 columns (the quarter of the panel from column `col0`), defined twice
+/// NEON: R ≤ 4 rows × 8 columns (the quarter of the panel from column `col0`; `bias`, if any,
+/// starts at that column and holds at least `min(nvalid, 8)` values), defined twice
 /// by this macro: with SDOT and with the baseline SMULL sequence, each compiled for its own
 /// features so the plain one never contains an SDOT.
 ///
@@ -632,6 +636,7 @@ macro_rules! kernel_neon_q {
             c: *mut f32,
             ldc: usize,
             nvalid: usize,
+            bias: Option<&[f32]>,
         ) {
             use std::arch::aarch64::*;
             let nblk = k / QB;
@@ -694,15 +699,27 @@ macro_rules! kernel_neon_q {
                     }
                 }
             }
+            // The bias (`nvalid` values from this quarter's first column) in registers, added
+            // after the sums as the reference does.
             for i in 0..R {
                 let cp = c.add(i * ldc);
                 if nvalid >= 8 {
-                    vst1q_f32(cp, f0[i]);
-                    vst1q_f32(cp.add(4), f1[i]);
+                    let (mut v0, mut v1) = (f0[i], f1[i]);
+                    if let Some(b) = bias {
+                        v0 = vaddq_f32(v0, vld1q_f32(b.as_ptr()));
+                        v1 = vaddq_f32(v1, vld1q_f32(b.as_ptr().add(4)));
+                    }
+                    vst1q_f32(cp, v0);
+                    vst1q_f32(cp.add(4), v1);
                 } else {
                     let mut t = [0.0f32; 8];
                     vst1q_f32(t.as_mut_ptr(), f0[i]);
                     vst1q_f32(t.as_mut_ptr().add(4), f1[i]);
+                    if let Some(b) = bias {
+                        for (v, &b) in t.iter_mut().zip(&b[..nvalid]) {
+                            *v += b;
+                        }
+                    }
                     std::ptr::copy_nonoverlapping(t.as_ptr(), cp, nvalid);
                 }
             }
@@ -711,6 +728,16 @@ macro_rules! kernel_neon_q {
 }
 kernel_neon_q!(kernel_neon_sdot, "neon,dotprod", sdot_lane);
 kernel_neon_q!(kernel_neon_smull, "neon", smull_lane);
+
+/// How the VNNI kernel ends a tile: store masks for its two 16-column halves, and the bias
+/// of its columns.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Tail<'a> {
+    m0: u16,
+    m1: u16,
+    bias: Option<&'a [f32]>,
+}
 
 /// Store masks for the two 16-column halves of a tile with `nvalid` columns.
 #[cfg(target_arch = "x86_64")]
@@ -782,10 +809,10 @@ unsafe fn kernel_vnni<const R: usize, const MIN: bool>(
     p: &Panel,
     c: *mut f32,
     ldc: usize,
-    m0: u16,
-    m1: u16,
+    tail: Tail,
 ) {
     use std::arch::x86_64::*;
+    let Tail { m0, m1, bias } = tail;
     let nblk = k / QB;
     let mut f0 = [_mm512_setzero_ps(); R];
     let mut f1 = [_mm512_setzero_ps(); R];
@@ -832,6 +859,15 @@ unsafe fn kernel_vnni<const R: usize, const MIN: bool>(
                 f0[i] = _mm512_fmadd_ps(mw0, sxv, f0[i]);
                 f1[i] = _mm512_fmadd_ps(mw1, sxv, f1[i]);
             }
+        }
+    }
+    if let Some(b) = bias {
+        let b0 = _mm512_maskz_loadu_ps(m0, b.as_ptr());
+        // Past the end when nvalid ≤ 16: the mask is then 0 and nothing is read.
+        let b1 = _mm512_maskz_loadu_ps(m1, b.as_ptr().wrapping_add(16));
+        for i in 0..R {
+            f0[i] = _mm512_add_ps(f0[i], b0);
+            f1[i] = _mm512_add_ps(f1[i], b1);
         }
     }
     for i in 0..R {
