@@ -128,7 +128,9 @@ pub(crate) unsafe fn tile(
         #[cfg(target_arch = "aarch64")]
         Isa::Neon | Isa::NeonDot => {
             // Four quarters of 8 columns (see kernel_neon); quarters wholly past nvalid (a
-            // short last panel, a short attention row) are skipped.
+            // short last panel, a short attention row) are skipped. SAFETY: the caller's
+            // contract; quarter q reads columns q..q+8 of each panel line and writes only its
+            // nvalid - q valid columns of c.
             for q in (0..nvalid).step_by(8) {
                 by_rows!(kernel_neon, b.add(q), c.add(q), nvalid - q, 1 2 3 4 5 6 7 8);
             }

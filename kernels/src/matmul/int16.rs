@@ -374,6 +374,8 @@ unsafe fn tile(
         #[cfg(target_arch = "aarch64")]
         Isa::Neon | Isa::NeonDot => {
             // Quarters of 16 columns (see kernel_neon); those wholly past nvalid are skipped.
+            // SAFETY: the caller's contract; quarter q reads its 16 pairs of each panel line,
+            // ws[q..q+16] (ws holds NR scales) and writes only its valid columns of c.
             for q in (0..nvalid).step_by(16) {
                 let bias_q = if bias.is_null() { bias } else { bias.add(q) };
                 by_rows!(kernel_neon, b.add(2 * q), c.add(q), &ws[q..], bias_q, nvalid - q, 1 2 3);

@@ -444,6 +444,7 @@ pub(crate) unsafe fn tile_q(
     }
     #[cfg(target_arch = "aarch64")]
     if isa.is_neon() {
+        // SAFETY: this function's contract (asserted sizes above); SDOT only for NeonDot.
         rows_neon(isa, rows, qx, dx, sx, k, p, c, ldc, nvalid, bias);
         return;
     }
