@@ -22,10 +22,12 @@ use std::ops::Range;
 /// are padded to a multiple of it.
 pub(crate) const W: usize = 32;
 /// Query rows per micro-kernel call: 8 rows × 2 vectors = 16 accumulators.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the kernel is x86-64 only
 const MR: usize = 8;
 
 /// Per-thread buffers of the bf16 path.
 #[derive(Default)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the kernel is x86-64 only
 pub(crate) struct Scratch {
     qb: Vec<u32>,
     kp: Vec<u32>,

@@ -25,6 +25,7 @@ pub(crate) fn mr_for(isa: Isa) -> usize {
     match isa {
         Isa::Avx512 | Isa::Avx512Vnni => 8,
         Isa::Avx2 => 6,
+        Isa::Neon | Isa::NeonDot => 8,
         _ => 4,
     }
 }
@@ -122,6 +123,16 @@ pub(crate) unsafe fn tile(
             by_rows!(kernel_avx2, b, c, nvalid, 1 2 3 4 5 6);
             if nvalid > 16 {
                 by_rows!(kernel_avx2, b.add(16), c.add(16), nvalid - 16, 1 2 3 4 5 6);
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon | Isa::NeonDot => {
+            // Four quarters of 8 columns (see kernel_neon); quarters wholly past nvalid (a
+            // short last panel, a short attention row) are skipped. SAFETY: the caller's
+            // contract; quarter q reads columns q..q+8 of each panel line and writes only its
+            // nvalid - q valid columns of c.
+            for q in (0..nvalid).step_by(8) {
+                by_rows!(kernel_neon, b.add(q), c.add(q), nvalid - q, 1 2 3 4 5 6 7 8);
             }
         }
         _ => kernel_scalar(r, a, lda, b, kc, c, ldc, nvalid, acc),
@@ -245,6 +256,91 @@ unsafe fn kernel_avx2<const R: usize>(
             let mut t = [0.0f32; 16];
             _mm256_storeu_ps(t.as_mut_ptr(), s0[i]);
             _mm256_storeu_ps(t.as_mut_ptr().add(8), s1[i]);
+            for (j, &v) in t.iter().enumerate().take(nvalid) {
+                *cp.add(j) = if acc { *cp.add(j) + v } else { v };
+            }
+        }
+    }
+}
+
+/// NEON: R ≤ 8 rows × 8 columns (a quarter of the panel, `b` pointing at its first column).
+///
+/// Four steps of k at a time: one 4-float load per row of `a`, then for each step the panel's
+/// two 4-column vectors times lane l of that load (FMLA by element), so the activations need
+/// no broadcast. Registers: 16 accumulators + 8 `a` vectors + 2 panel vectors of the 32; each
+/// step is 16 independent FMAs per 2 panel loads (plus 2 `a` loads amortised), which keeps
+/// four FMA pipes (Neoverse V1/V2, Apple) busy from two or three load ports and covers the
+/// 4-cycle FMA latency. A full 32-column row (8 vectors) would need 64 accumulators at 8 rows.
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel_neon<const R: usize>(
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    kc: usize,
+    c: *mut f32,
+    ldc: usize,
+    nvalid: usize,
+    acc: bool,
+) {
+    use std::arch::aarch64::*;
+    let mut s0 = [vdupq_n_f32(0.0); R];
+    let mut s1 = [vdupq_n_f32(0.0); R];
+    let mut p = 0;
+    while p + 4 <= kc {
+        let mut av = [vdupq_n_f32(0.0); R];
+        for (i, v) in av.iter_mut().enumerate() {
+            *v = vld1q_f32(a.add(i * lda + p));
+        }
+        let bp = b.add(p * NR);
+        let (b0, b1) = (vld1q_f32(bp), vld1q_f32(bp.add(4)));
+        for i in 0..R {
+            s0[i] = vfmaq_laneq_f32::<0>(s0[i], b0, av[i]);
+            s1[i] = vfmaq_laneq_f32::<0>(s1[i], b1, av[i]);
+        }
+        let (b0, b1) = (vld1q_f32(bp.add(NR)), vld1q_f32(bp.add(NR + 4)));
+        for i in 0..R {
+            s0[i] = vfmaq_laneq_f32::<1>(s0[i], b0, av[i]);
+            s1[i] = vfmaq_laneq_f32::<1>(s1[i], b1, av[i]);
+        }
+        let (b0, b1) = (vld1q_f32(bp.add(2 * NR)), vld1q_f32(bp.add(2 * NR + 4)));
+        for i in 0..R {
+            s0[i] = vfmaq_laneq_f32::<2>(s0[i], b0, av[i]);
+            s1[i] = vfmaq_laneq_f32::<2>(s1[i], b1, av[i]);
+        }
+        let (b0, b1) = (vld1q_f32(bp.add(3 * NR)), vld1q_f32(bp.add(3 * NR + 4)));
+        for i in 0..R {
+            s0[i] = vfmaq_laneq_f32::<3>(s0[i], b0, av[i]);
+            s1[i] = vfmaq_laneq_f32::<3>(s1[i], b1, av[i]);
+        }
+        p += 4;
+    }
+    // The last kc % 4 steps: one broadcast value per row (a may end right after them).
+    while p < kc {
+        let bp = b.add(p * NR);
+        let (b0, b1) = (vld1q_f32(bp), vld1q_f32(bp.add(4)));
+        for i in 0..R {
+            let av = vdupq_n_f32(*a.add(i * lda + p));
+            s0[i] = vfmaq_f32(s0[i], b0, av);
+            s1[i] = vfmaq_f32(s1[i], b1, av);
+        }
+        p += 1;
+    }
+    for i in 0..R {
+        let cp = c.add(i * ldc);
+        if nvalid >= 8 {
+            let (mut v0, mut v1) = (s0[i], s1[i]);
+            if acc {
+                v0 = vaddq_f32(v0, vld1q_f32(cp));
+                v1 = vaddq_f32(v1, vld1q_f32(cp.add(4)));
+            }
+            vst1q_f32(cp, v0);
+            vst1q_f32(cp.add(4), v1);
+        } else {
+            let mut t = [0.0f32; 8];
+            vst1q_f32(t.as_mut_ptr(), s0[i]);
+            vst1q_f32(t.as_mut_ptr().add(4), s1[i]);
             for (j, &v) in t.iter().enumerate().take(nvalid) {
                 *cp.add(j) = if acc { *cp.add(j) + v } else { v };
             }

@@ -1,6 +1,7 @@
 //! The 16-bit integer path for float weights: y = x · Wᵀ with W (f32/f16/bf16) packed once per
 //! model load into 13-bit integers, activations quantised per call the same way, and integer
-//! dot products of pairs (VPDPWSSD with AVX-512 VNNI, VPMADDWD + VPADDD with AVX2).
+//! dot products of pairs (VPDPWSSD with AVX-512 VNNI, VPMADDWD + VPADDD with AVX2, SMLAL /
+//! SMLAL2 on NEON).
 //!
 //! Why: a pair-of-i16 dot product does twice the multiply-adds per instruction of an f32 FMA,
 //! and packing once removes the per-call conversion that dominated small batches. Why 13 bits:
@@ -91,6 +92,11 @@ pub fn quantize_row(isa: Isa, v: &[f32], q: &mut [i16]) -> f32 {
         // SAFETY: AVX-512 F/BW detected; q is as long as v.
         return unsafe { quantize_row_avx512(v, q) };
     }
+    #[cfg(target_arch = "aarch64")]
+    if isa.is_neon() {
+        // SAFETY: NEON detected; q is as long as v.
+        return unsafe { quantize_row_neon(v, q) };
+    }
     let _ = isa;
     quantize_row_scalar(v, q)
 }
@@ -98,7 +104,6 @@ pub fn quantize_row(isa: Isa, v: &[f32], q: &mut [i16]) -> f32 {
 /// The reference. Rounding by the 1.5 · 2^23 trick (exact for |t| ≤ 2^22, here ≤ 4095) rather
 /// than `round_ties_even`, which is a call to `rintf` per element on baseline x86-64.
 pub fn quantize_row_scalar(v: &[f32], q: &mut [i16]) -> f32 {
-    const MAGIC: f32 = 12_582_912.0;
     let (mut amax, mut probe) = (0.0f32, 0.0f32);
     for &x in v {
         let a = x.abs();
@@ -116,10 +121,17 @@ pub fn quantize_row_scalar(v: &[f32], q: &mut [i16]) -> f32 {
     }
     let inv = QMAX / amax;
     for (q, &x) in q.iter_mut().zip(v) {
-        let t = (x * inv).clamp(-QMAX, QMAX);
-        *q = ((t + MAGIC) - MAGIC) as i32 as i16;
+        *q = quantize_one(x, inv);
     }
     amax / QMAX
+}
+
+/// One value of [`quantize_row_scalar`], given QMAX / max|v|.
+#[inline(always)]
+fn quantize_one(x: f32, inv: f32) -> i16 {
+    const MAGIC: f32 = 12_582_912.0;
+    let t = (x * inv).clamp(-QMAX, QMAX);
+    ((t + MAGIC) - MAGIC) as i32 as i16
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -171,6 +183,54 @@ unsafe fn quantize_row_avx512(v: &[f32], q: &mut [i16]) -> f32 {
     amax / QMAX
 }
 
+/// NEON: the same steps as the reference, four lanes at a time; FCVTNS rounds to nearest
+/// even like the reference's 1.5 · 2^23 trick (|t| ≤ 4095), so the bits are the same.
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+unsafe fn quantize_row_neon(v: &[f32], q: &mut [i16]) -> f32 {
+    use std::arch::aarch64::*;
+    assert_eq!(v.len(), q.len());
+    let n = v.len();
+    let body = n / 4 * 4;
+    let inf = vdupq_n_f32(f32::INFINITY);
+    let (mut amaxv, mut badv) = (vdupq_n_f32(0.0), vdupq_n_u32(0));
+    for i in (0..body).step_by(4) {
+        let a = vabsq_f32(vld1q_f32(v.as_ptr().add(i)));
+        amaxv = vmaxq_f32(amaxv, a);
+        // Not less than infinity: an infinity or a NaN.
+        badv = vorrq_u32(badv, vmvnq_u32(vcltq_f32(a, inf)));
+    }
+    let (mut amax, mut bad) = (vmaxvq_f32(amaxv), vmaxvq_u32(badv) != 0);
+    for &x in &v[body..] {
+        let a = x.abs();
+        amax = if a > amax { a } else { amax };
+        bad |= !x.is_finite();
+    }
+    if bad || amax == 0.0 {
+        q.fill(0);
+        return if bad { f32::NAN } else { 0.0 };
+    }
+    let inv = QMAX / amax;
+    let (lo, hi) = (vdupq_n_f32(-QMAX), vdupq_n_f32(QMAX));
+    let round = |i: usize| {
+        let t = vmulq_n_f32(vld1q_f32(v.as_ptr().add(i)), inv);
+        vmovn_s32(vcvtnq_s32_f32(vminq_f32(vmaxq_f32(t, lo), hi)))
+    };
+    let mut i = 0;
+    while i + 8 <= n {
+        vst1q_s16(q.as_mut_ptr().add(i), vcombine_s16(round(i), round(i + 4)));
+        i += 8;
+    }
+    if i + 4 <= n {
+        vst1_s16(q.as_mut_ptr().add(i), round(i));
+        i += 4;
+    }
+    for j in i..n {
+        q[j] = quantize_one(v[j], inv);
+    }
+    amax / QMAX
+}
+
 /// Activations quantised per row: `kp` values per row (k padded to even), one scale per row.
 #[derive(Default)]
 struct QuantX {
@@ -203,6 +263,7 @@ fn mr_for(isa: Isa) -> usize {
     match isa {
         Isa::Avx512 | Isa::Avx512Vnni => 6,
         Isa::Avx2 => 3,
+        Isa::Neon | Isa::NeonDot => 3,
         _ => 4,
     }
 }
@@ -310,6 +371,16 @@ unsafe fn tile(
                 by_rows!(kernel_avx2, b.add(64), c.add(32), &ws[32..], bias2, nvalid - 32, 1 2 3);
             }
         }
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon | Isa::NeonDot => {
+            // Quarters of 16 columns (see kernel_neon); those wholly past nvalid are skipped.
+            // SAFETY: the caller's contract; quarter q reads its 16 pairs of each panel line,
+            // ws[q..q+16] (ws holds NR scales) and writes only its valid columns of c.
+            for q in (0..nvalid).step_by(16) {
+                let bias_q = if bias.is_null() { bias } else { bias.add(q) };
+                by_rows!(kernel_neon, b.add(2 * q), c.add(q), &ws[q..], bias_q, nvalid - q, 1 2 3);
+            }
+        }
         _ => kernel_scalar(r, a, lda, b, kc, sx, ws, bias, c, ldc, nvalid, acc),
     }
 }
@@ -375,6 +446,7 @@ unsafe fn dpwssd_bcast(
 }
 
 /// 16-lane vectors per panel line.
+#[cfg(target_arch = "x86_64")]
 const V512: usize = NR / 16;
 
 /// AVX-512: R ≤ 6 rows × 64 columns, 24 accumulators; one broadcast feeds four products.
@@ -514,6 +586,87 @@ unsafe fn kernel_avx2<const R: usize>(
                 v += *bias.add(j);
             }
             *cp.add(j) = v;
+        }
+    }
+}
+
+/// NEON: R ≤ 3 rows × 16 columns (a quarter of the panel: `b`, `ws`, `bias` and `c` point at
+/// its first column). A panel line holds (w[k], w[k+1]) pairs, so one 8-lane vector is 4
+/// columns × 2 k; the row's pair (x[k], x[k+1]) broadcast as one 32-bit value lines up with
+/// it. SMLAL / SMLAL2 multiply-accumulate the low and high halves into i32 lanes holding one
+/// (column, k parity) each, and a pairwise add at the end gives the column sums: exact
+/// integers, the scalar kernel's bits. Registers: 24 accumulators + 4 panel vectors + a
+/// broadcast of the 32; 24 independent MACs per 4 panel loads and 3 broadcasts per k pair.
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel_neon<const R: usize>(
+    a: *const i16,
+    lda: usize,
+    b: *const i16,
+    kc: usize,
+    sx: &[f32],
+    ws: &[f32],
+    bias: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    nvalid: usize,
+    acc: bool,
+) {
+    use std::arch::aarch64::*;
+    // lo[i][h]: columns 4h, 4h+1 of row i (k even, k odd); hi[i][h]: columns 4h+2, 4h+3.
+    let mut lo = [[vdupq_n_s32(0); 4]; R];
+    let mut hi = [[vdupq_n_s32(0); 4]; R];
+    for p in 0..kc / 2 {
+        let line = b.add(p * 2 * NR);
+        let bv = [
+            vld1q_s16(line),
+            vld1q_s16(line.add(8)),
+            vld1q_s16(line.add(16)),
+            vld1q_s16(line.add(24)),
+        ];
+        for i in 0..R {
+            let pair = (a.add(i * lda + 2 * p) as *const i32).read_unaligned();
+            let av = vreinterpretq_s16_s32(vdupq_n_s32(pair));
+            for h in 0..4 {
+                lo[i][h] = vmlal_s16(lo[i][h], vget_low_s16(bv[h]), vget_low_s16(av));
+                hi[i][h] = vmlal_high_s16(hi[i][h], bv[h], av);
+            }
+        }
+    }
+    // Per row: i32 sums → f32, times s_x · s_w, (+ c) (+ bias): the reference's steps.
+    for i in 0..R {
+        let cp = c.add(i * ldc);
+        for h in 0..4 {
+            let j0 = 4 * h;
+            if j0 >= nvalid {
+                break;
+            }
+            let sums = vpaddq_s32(lo[i][h], hi[i][h]);
+            let scale = vmulq_n_f32(vld1q_f32(ws.as_ptr().add(j0)), *sx.get_unchecked(i));
+            let mut v = vmulq_f32(vcvtq_f32_s32(sums), scale);
+            if nvalid >= j0 + 4 {
+                if acc {
+                    v = vaddq_f32(v, vld1q_f32(cp.add(j0)));
+                }
+                if !bias.is_null() {
+                    v = vaddq_f32(v, vld1q_f32(bias.add(j0)));
+                }
+                vst1q_f32(cp.add(j0), v);
+            } else {
+                let mut t = [0.0f32; 4];
+                vst1q_f32(t.as_mut_ptr(), v);
+                for (j, &tv) in t.iter().enumerate().take(nvalid - j0) {
+                    let mut tv = tv;
+                    if acc {
+                        tv += *cp.add(j0 + j);
+                    }
+                    if !bias.is_null() {
+                        tv += *bias.add(j0 + j);
+                    }
+                    *cp.add(j0 + j) = tv;
+                }
+            }
         }
     }
 }

@@ -10,6 +10,10 @@ pub enum Isa {
     Scalar,
     /// aarch64 Advanced SIMD (always present on aarch64).
     Neon,
+    /// aarch64 Advanced SIMD with the int8 dot product (SDOT, FEAT_DotProd): Neoverse N1 and
+    /// later, Apple M1 and later. Below `Avx2` like `Neon`, so no `isa >= Isa::Avx2` test
+    /// ever sends an aarch64 level down an x86 path.
+    NeonDot,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
     /// x86-64 AVX-512 F/BW/VL (+ the AVX2 set).
@@ -19,8 +23,8 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// The best level this machine supports (cached). `QUIVER_ISA=scalar|avx2|avx512` caps it,
-    /// which helps compare paths on one machine.
+    /// The best level this machine supports (cached). `QUIVER_ISA=scalar|neon|neondot|avx2|avx512`
+    /// caps it, which helps compare paths on one machine.
     pub fn detect() -> Isa {
         static BEST: OnceLock<Isa> = OnceLock::new();
         *BEST.get_or_init(|| {
@@ -28,6 +32,7 @@ impl Isa {
             let cap = match std::env::var("QUIVER_ISA").ok().as_deref() {
                 Some("scalar") => Isa::Scalar,
                 Some("neon") => Isa::Neon,
+                Some("neondot") => Isa::NeonDot,
                 Some("avx2") => Isa::Avx2,
                 Some("avx512") => Isa::Avx512,
                 _ => Isa::Avx512Vnni,
@@ -62,8 +67,46 @@ impl Isa {
         {
             if std::arch::is_aarch64_feature_detected!("neon") {
                 v.push(Isa::Neon);
+                if std::arch::is_aarch64_feature_detected!("dotprod") {
+                    v.push(Isa::NeonDot);
+                }
             }
         }
         v
+    }
+
+    /// Whether this is one of the aarch64 levels (the NEON kernels apply).
+    pub fn is_neon(self) -> bool {
+        matches!(self, Isa::Neon | Isa::NeonDot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Isa;
+
+    /// The aarch64 levels sit below every x86 one, so `isa >= Isa::Avx2` style tests in the
+    /// kernels can never pick an x86 path for them.
+    #[test]
+    fn neon_levels_order_below_x86() {
+        for isa in [Isa::Neon, Isa::NeonDot] {
+            assert!(isa > Isa::Scalar && isa < Isa::Avx2 && isa.is_neon());
+        }
+        assert!(!Isa::Scalar.is_neon() && !Isa::Avx2.is_neon());
+    }
+
+    /// On aarch64 the NEON levels are found (so the tests looping over `available` run the
+    /// NEON kernels, and the dot-product ones where the core has SDOT).
+    #[cfg(target_arch = "aarch64")]
+    #[test]
+    fn aarch64_detects_neon() {
+        let v = Isa::available();
+        assert!(v.contains(&Isa::Neon), "{v:?}");
+        assert_eq!(
+            v.contains(&Isa::NeonDot),
+            std::arch::is_aarch64_feature_detected!("dotprod"),
+            "{v:?}"
+        );
+        eprintln!("aarch64 ISA levels under test: {v:?}");
     }
 }

@@ -2,10 +2,13 @@
 //!
 //! - `float`: f32 / f16 / bf16 weights, packed into f32 panels, FMA micro-kernel.
 //! - `q8`: Q8_0 / Q4_0 / Q4_1 weights, activations quantised per row to 8-bit blocks of 32,
-//!   integer dot products (VPDPBUSD with AVX-512 VNNI, maddubs with AVX2), per-block scales.
+//!   integer dot products (VPDPBUSD with AVX-512 VNNI, maddubs with AVX2, SDOT or SMULL on
+//!   NEON), per-block scales.
 //! - `int16`: float weights packed once per load to 13-bit integers, activations likewise per
-//!   call, pair dot products (VPDPWSSD / VPMADDWD): the fast path for f16 / bf16 models.
-//! - `isa`: run-time choice of instruction set; `peak`: the machine's FMA peak, for benches.
+//!   call, pair dot products (VPDPWSSD / VPMADDWD, SMLAL on NEON): the fast path for f16 /
+//!   bf16 models.
+//! - `isa`: run-time choice of instruction set (x86-64 AVX2 / AVX-512 / VNNI, aarch64 NEON
+//!   with or without the dot product); `peak`: the machine's FMA peak, for benches.
 //!
 //! Every path is tested against [`matmul_f32_ref`] on dequantised weights.
 

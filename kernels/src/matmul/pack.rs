@@ -27,6 +27,12 @@ pub fn convert_row(isa: Isa, fmt: FloatFormat, row: &[u8], p0: usize, out: &mut 
                 unsafe { f16_to_f32_f16c(src, out) };
                 return;
             }
+            #[cfg(target_arch = "aarch64")]
+            if isa.is_neon() {
+                // SAFETY: NEON detected; src holds 2·n bytes.
+                unsafe { f16_to_f32_neon(src, out) };
+                return;
+            }
             let _ = isa;
             for (o, c) in out.iter_mut().zip(src.chunks_exact(2)) {
                 *o = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
@@ -56,6 +62,51 @@ unsafe fn f16_to_f32_f16c(src: &[u8], out: &mut [f32]) {
     for j in i..n {
         out[j] = half::f16::from_le_bytes([src[2 * j], src[2 * j + 1]]).to_f32();
     }
+}
+
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+unsafe fn f16_to_f32_neon(src: &[u8], out: &mut [f32]) {
+    use std::arch::aarch64::*;
+    let n = out.len();
+    let mut i = 0;
+    while i + 8 <= n {
+        let (lo, hi) = cvt_f16x8(vld1q_u16(src.as_ptr().add(i * 2) as *const u16));
+        vst1q_f32(out.as_mut_ptr().add(i), lo);
+        vst1q_f32(out.as_mut_ptr().add(i + 4), hi);
+        i += 8;
+    }
+    for j in i..n {
+        out[j] = half::f16::from_le_bytes([src[2 * j], src[2 * j + 1]]).to_f32();
+    }
+}
+
+/// Eight f16 (as bits) to two vectors of four f32: FCVTL / FCVTL2, part of baseline AArch64
+/// Advanced SIMD. Inline assembly because the intrinsic (`vcvt_f32_f16`) takes the
+/// `float16x4_t` type, newer than the Rust versions this crate builds with elsewhere.
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+#[inline]
+pub(crate) unsafe fn cvt_f16x8(
+    h: std::arch::aarch64::uint16x8_t,
+) -> (
+    std::arch::aarch64::float32x4_t,
+    std::arch::aarch64::float32x4_t,
+) {
+    let (lo, hi);
+    std::arch::asm!(
+        "fcvtl {lo:v}.4s, {h:v}.4h",
+        lo = lateout(vreg) lo,
+        h = in(vreg) h,
+        options(pure, nomem, nostack, preserves_flags)
+    );
+    std::arch::asm!(
+        "fcvtl2 {hi:v}.4s, {h:v}.8h",
+        hi = lateout(vreg) hi,
+        h = in(vreg) h,
+        options(pure, nomem, nostack, preserves_flags)
+    );
+    (lo, hi)
 }
 
 /// Packs weight rows `j0..j0+nb` (each `row_bytes` long in `data`), elements `p0..p0+kc`, into

@@ -35,6 +35,8 @@ fn fma_loop(isa: Isa, iters: u64) -> (f64, f32) {
         Isa::Avx512 | Isa::Avx512Vnni => unsafe { fma_avx512(iters) },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { fma_avx2(iters) },
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon | Isa::NeonDot => unsafe { fma_neon(iters) },
         _ => {
             let mut acc = [1.0f32; 8];
             let m = std::hint::black_box(0.999_999f32);
@@ -87,4 +89,21 @@ unsafe fn fma_avx2(iters: u64) -> (f64, f32) {
     }
     _mm256_storeu_ps(t.as_mut_ptr(), s);
     ((iters * 12 * 8 * 2) as f64, t.iter().sum())
+}
+
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+unsafe fn fma_neon(iters: u64) -> (f64, f32) {
+    use std::arch::aarch64::*;
+    // 16 chains: 4 FMA pipes × 4 cycles of latency on the widest current cores.
+    let mut acc = [vdupq_n_f32(1.0); 16];
+    let m = vdupq_n_f32(std::hint::black_box(0.999_999));
+    let c = vdupq_n_f32(1e-7);
+    for _ in 0..iters {
+        for a in acc.iter_mut() {
+            *a = vfmaq_f32(c, *a, m);
+        }
+    }
+    let s = acc.iter().fold(vdupq_n_f32(0.0), |s, &a| vaddq_f32(s, a));
+    ((iters * 16 * 4 * 2) as f64, vaddvq_f32(s))
 }
