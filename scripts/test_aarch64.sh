@@ -40,11 +40,15 @@ if [ "$need_install" = 1 ]; then
     SUDO=
     if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
     echo "test_aarch64: installing the cross toolchain (Debian packages)"
-    $SUDO dpkg --add-architecture arm64
-    $SUDO apt-get update
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        rustc-web cargo-web libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu \
-        qemu-user-static libc6:arm64
+    # A machine that cannot get them (no Debian archive, no arm64 in it) skips these tests
+    # and says so; a failing test still fails the script.
+    if ! { $SUDO dpkg --add-architecture arm64 && $SUDO apt-get update -qq &&
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            rustc-web cargo-web libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu \
+            qemu-user-static libc6:arm64 >/dev/null; }; then
+        echo "test_aarch64: SKIPPED: the aarch64 cross toolchain could not be installed" >&2
+        exit 0
+    fi
 fi
 
 # Debian's cargo and rustc, not a rustup shim earlier on PATH (no arm64 std there).
