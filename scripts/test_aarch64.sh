@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the quiver-kernels tests for aarch64 under qemu user-mode emulation, twice:
+# Runs the quiver-kernels tests for aarch64 under qemu user-mode emulation, twice, then the
+# all-minilm golden tests once:
 #   1. QEMU_CPU=max         — a core with the int8 dot product: tests Scalar, Neon and NeonDot;
 #   2. QEMU_CPU=cortex-a72  — a core without it: tests Scalar and the baseline-NEON fallbacks.
 # The tests loop over Isa::available(), so every NEON kernel is compared with its scalar
@@ -86,4 +87,10 @@ run() {
 
 run max "NeonDot" ""
 run cortex-a72 "Neon" "NeonDot"
+
+# End to end: all-minilm F32/F16/Q8_0 against PyTorch's and llama.cpp's vectors, through the
+# NEON kernels (int16 for F16, SDOT for Q8_0) — the same tolerances as on x86-64.
+echo "== golden embeddings on aarch64, QEMU_CPU=max"
+QEMU_CPU=max $CARGO test --release --target $TRIPLE --target-dir "$TARGET_DIR" \
+    --test golden_bert -- --nocapture
 echo "test_aarch64: all passed"
