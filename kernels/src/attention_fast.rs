@@ -4,7 +4,8 @@
 //! Per pair it is two small matrix products on the float micro-kernel of the matmul: the
 //! head's keys are packed into panels (scores = Q·Kᵀ), then its values (out = P·V), with a
 //! vectorised exponential between them and the softmax's division applied to the output rows.
-//! BERT's heads are 32 wide: one panel of values.
+//! BERT's heads are 32 wide: one panel of values. [`attention_low_precision`] computes the
+//! scores in bf16 instead (`attention_bf16`), for models whose weights are 16-bit or quantised.
 
 use crate::attention::AttnShape;
 use crate::attention_bf16;
