@@ -15,7 +15,7 @@
 //!
 //! Layout: columns in panels of `NR = 64`; a panel holds, for each pair of k (k padded to even
 //! with a zero), 64 columns × 2 i16 — one 256-byte line per k pair, i.e. four 16-lane vectors of
-//! (w[k], w[k+1]) pairs that VPDPWSSD multiplies by one broadcast (x[k], x[k+1]).
+//! (w\[k\], w\[k+1\]) pairs that VPDPWSSD multiplies by one broadcast (x\[k\], x\[k+1\]).
 
 use super::isa::Isa;
 use super::pack::convert_row;
@@ -269,7 +269,7 @@ fn mr_for(isa: Isa) -> usize {
 }
 
 /// y[m×n] = x[m×k] · Wᵀ (+ bias, n values) with W packed by [`PackedI16::pack`], in the
-/// tasks of a [`TaskGrid`].
+/// tasks of a `TaskGrid`.
 pub fn matmul_i16(
     isa: Isa,
     x: &[f32],

@@ -353,7 +353,7 @@ impl PackedQuant {
 }
 
 /// y[m×n] = x · Wᵀ (+ bias, n values) with W packed by [`PackedQuant::pack`], in the tasks
-/// of a [`TaskGrid`].
+/// of a `TaskGrid`.
 pub fn matmul_quant_packed(
     isa: Isa,
     x: &[f32],
