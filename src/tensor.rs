@@ -123,7 +123,7 @@ pub struct TensorView<'a> {
 }
 
 impl<'a> TensorView<'a> {
-    /// Elements in one row (GGML's ne[0]).
+    /// Elements in one row (GGML's ne\[0\]).
     pub fn row_len(&self) -> usize {
         self.shape[0]
     }

@@ -64,7 +64,7 @@ pub fn rotation_table(rope: &Rope, bits: u32) -> Vec<[f32; 2]> {
 }
 
 /// RoPE in place over `n_tokens` rows of `row_len` values in `x`; `positions` (u32, one per
-/// token) and `table` (from [`rotation_table`] with `bits` rows) are on the GPU already.
+/// token) and `table` (from `rotation_table` with `bits` rows) are on the GPU already.
 #[allow(clippy::too_many_arguments)]
 pub fn rope(
     gpu: &Gpu,
