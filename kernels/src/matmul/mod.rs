@@ -20,6 +20,8 @@ pub mod pack;
 pub mod peak;
 pub mod q8;
 pub mod q8_gemv;
+#[cfg(target_arch = "aarch64")]
+mod q8_neon;
 
 pub use isa::Isa;
 use std::ops::Range;
