@@ -13,6 +13,23 @@ pub struct AttnShape {
     pub head_dim: usize,
 }
 
+impl AttnShape {
+    /// Width of a token's q (and output) row: every query head.
+    pub fn q_dim(self) -> usize {
+        self.n_head * self.head_dim
+    }
+
+    /// Width of a token's k and v rows: every KV head.
+    pub fn kv_dim(self) -> usize {
+        self.n_head_kv * self.head_dim
+    }
+
+    /// The KV head that query head `h` reads (grouped-query attention).
+    pub fn kv_head(self, h: usize) -> usize {
+        h / (self.n_head / self.n_head_kv)
+    }
+}
+
 /// Scalar reference attention. `q` is tokens × (n_head·head_dim), `k`/`v` tokens ×
 /// (n_head_kv·head_dim), `out` like `q`. `seqs` are token ranges. `causal`: token i sees only
 /// tokens ≤ i of its own sequence.
@@ -25,9 +42,7 @@ pub fn attention(
     causal: bool,
     out: &mut [f32],
 ) {
-    let qd = s.n_head * s.head_dim;
-    let kd = s.n_head_kv * s.head_dim;
-    let group = s.n_head / s.n_head_kv;
+    let (qd, kd) = (s.q_dim(), s.kv_dim());
     let scale = 1.0 / (s.head_dim as f32).sqrt();
     let mut scores = Vec::new();
     for seq in seqs {
@@ -38,7 +53,7 @@ pub fn attention(
                 seq.clone()
             };
             for h in 0..s.n_head {
-                let kh = h / group;
+                let kh = s.kv_head(h);
                 let qi = &q[i * qd + h * s.head_dim..][..s.head_dim];
                 scores.clear();
                 for j in visible.clone() {

@@ -84,18 +84,6 @@ mod x86 {
     use super::*;
     use std::arch::x86_64::*;
 
-    /// Rows ahead to prefetch.
-    const PF: usize = 8;
-
-    /// Prefetches one head's `hd` floats at `p` into L1.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn prefetch_head(p: *const f32, hd: usize) {
-        for o in (0..hd).step_by(16) {
-            _mm_prefetch::<_MM_HINT_T0>(p.add(o) as *const i8);
-        }
-    }
-
     /// 32 floats → 16 pairs, rounded to nearest even.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
@@ -145,21 +133,16 @@ mod x86 {
     ) {
         let hd = s.head_dim;
         let hp = hd / 2;
-        let (qd, kd) = (s.n_head * hd, s.n_head_kv * hd);
-        let kh = h / (s.n_head / s.n_head_kv);
+        let (qd, kd, kh) = (s.q_dim(), s.kv_dim(), s.kv_head(h));
         let (base, len) = (seq.start, seq.len());
         let (kpanels, blocks) = (len.div_ceil(W), hd / W);
         sc.qb.resize(len * hp, 0);
         sc.kp.clear();
         sc.kp.resize(kpanels * hp * W, 0);
 
-        // Queries: each row's pairs, contiguous. Rows are a whole token (all heads) apart, too
-        // far for the hardware prefetcher: fetch the one PF rows ahead.
+        // Queries: each row's pairs, contiguous.
         for i in 0..len {
             let src = q.as_ptr().add((base + i) * qd + h * hd);
-            if i + PF < len {
-                prefetch_head(src.add(PF * qd), hd);
-            }
             for c in 0..blocks {
                 let dst = sc.qb.as_mut_ptr().add(i * hp + c * 16);
                 _mm512_storeu_si512(dst.cast(), pairs32(src.add(c * W)));
@@ -170,9 +153,6 @@ mod x86 {
         let mut row = [0u32; 16];
         for j in 0..len {
             let src = k.as_ptr().add((base + j) * kd + kh * hd);
-            if j + PF < len {
-                prefetch_head(src.add(PF * kd), hd);
-            }
             let column = (j / W) * hp * W + j % W;
             for c in 0..blocks {
                 _mm512_storeu_si512(row.as_mut_ptr().cast(), pairs32(src.add(c * W)));
@@ -228,59 +208,11 @@ mod tests {
     use super::*;
     use crate::attention_fast::attention_low_precision;
     use crate::matmul::tests::Rng;
-    use crate::ops_fast::exp_lane;
 
-    fn bf16(x: f32) -> f32 {
-        half::bf16::from_f32(x).to_f32()
-    }
-
-    /// Scalar reference of what the bf16 path computes: q and k rounded to bf16, everything
-    /// else in f32.
-    fn reference(
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        seqs: &[Range<usize>],
-        s: AttnShape,
-        causal: bool,
-    ) -> Vec<f32> {
-        let (hd, qd, kd) = (s.head_dim, s.n_head * s.head_dim, s.n_head_kv * s.head_dim);
-        let scale = 1.0 / (hd as f32).sqrt();
-        let mut out = vec![0.0; q.len()];
-        for seq in seqs {
-            for i in seq.clone() {
-                let visible = if causal {
-                    seq.start..i + 1
-                } else {
-                    seq.clone()
-                };
-                for h in 0..s.n_head {
-                    let kh = h / (s.n_head / s.n_head_kv);
-                    let qi = &q[i * qd + h * hd..][..hd];
-                    let scores: Vec<f32> = visible
-                        .clone()
-                        .map(|j| {
-                            let kj = &k[j * kd + kh * hd..][..hd];
-                            qi.iter().zip(kj).map(|(a, b)| bf16(*a) * bf16(*b)).sum()
-                        })
-                        .collect();
-                    let max = scores.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                    let p: Vec<f32> = scores
-                        .iter()
-                        .map(|&x| exp_lane((x - max) * scale))
-                        .collect();
-                    let sum: f32 = p.iter().sum();
-                    let o = &mut out[i * qd + h * hd..][..hd];
-                    for (j, &pj) in visible.clone().zip(&p) {
-                        let vj = &v[j * kd + kh * hd..][..hd];
-                        for (o, &x) in o.iter_mut().zip(vj) {
-                            *o += pj * x / sum;
-                        }
-                    }
-                }
-            }
-        }
-        out
+    fn bf16(x: &[f32]) -> Vec<f32> {
+        x.iter()
+            .map(|&v| half::bf16::from_f32(v).to_f32())
+            .collect()
     }
 
     #[test]
@@ -304,7 +236,9 @@ mod tests {
             let k = gen(tokens * n_head_kv * head_dim, 3.0);
             let v = gen(tokens * n_head_kv * head_dim, 1.0);
             for causal in [false, true] {
-                let want = reference(&q, &k, &v, &seqs, s, causal);
+                // What the bf16 path computes: the scalar reference on q and k rounded to bf16.
+                let mut want = vec![0.0; q.len()];
+                crate::attention::attention(&bf16(&q), &bf16(&k), &v, &seqs, s, causal, &mut want);
                 let mut exact = vec![0.0; q.len()];
                 crate::attention::attention(&q, &k, &v, &seqs, s, causal, &mut exact);
                 let mut got = vec![f32::NAN; q.len()];

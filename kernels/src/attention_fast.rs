@@ -80,7 +80,7 @@ fn run(
     causal: bool,
     out: &mut [f32],
 ) {
-    let (qd, kd) = (s.n_head * s.head_dim, s.n_head_kv * s.head_dim);
+    let (qd, kd) = (s.q_dim(), s.kv_dim());
     let tokens = seqs.iter().map(|r| r.end).max().unwrap_or(0);
     assert!(
         s.n_head_kv > 0 && s.n_head.is_multiple_of(s.n_head_kv),
@@ -125,8 +125,7 @@ fn one_head(
     sc: &mut Scratch,
 ) {
     let hd = s.head_dim;
-    let (qd, kd) = (s.n_head * hd, s.n_head_kv * hd);
-    let kh = h / (s.n_head / s.n_head_kv);
+    let (qd, kd, kh) = (s.q_dim(), s.kv_dim(), s.kv_head(h));
     let (base, len) = (seq.start, seq.len());
     let vpanels = hd.div_ceil(NR);
     // Score rows padded to whole 16-lane vectors, so the exponential runs vectorised even
@@ -220,8 +219,7 @@ fn scores_f32(
     sc: &mut Scratch,
 ) {
     let hd = s.head_dim;
-    let (qd, kd) = (s.n_head * hd, s.n_head_kv * hd);
-    let kh = h / (s.n_head / s.n_head_kv);
+    let (qd, kd, kh) = (s.q_dim(), s.kv_dim(), s.kv_head(h));
     let (base, len) = (seq.start, seq.len());
     let kpanels = len.div_ceil(NR);
     sc.kp.clear();
