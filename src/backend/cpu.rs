@@ -66,9 +66,15 @@ impl PackedWeight {
 struct Packed {
     _file: Arc<GgufFile>,
     by_addr: HashMap<usize, PackedWeight>,
-    /// The layer weights are 16-bit or quantised: attention may then round its inputs to
-    /// bf16 too (an F32 model keeps exact f32 attention, as it keeps exact f32 matmuls).
-    low_precision: bool,
+}
+
+impl Packed {
+    /// The layer weights are 16-bit or quantised (only those are packed): attention may then
+    /// round its inputs to bf16 too. An F32 model keeps exact f32 attention, as it keeps
+    /// exact f32 matmuls.
+    fn low_precision(&self) -> bool {
+        !self.by_addr.is_empty()
+    }
 }
 
 /// Packs the matrices of the repeating layers (`blk.N.*.weight`, 2-D): the embedding tables
@@ -116,7 +122,6 @@ fn pack_layers(file: &Arc<GgufFile>) -> Packed {
     }
     Packed {
         _file: file.clone(),
-        low_precision: !by_addr.is_empty(),
         by_addr,
     }
 }
@@ -265,7 +270,7 @@ impl Backend for Cpu {
         causal: bool,
         out: &mut [f32],
     ) {
-        let low_precision = self.packed.get().is_some_and(|p| p.low_precision);
+        let low_precision = self.packed.get().is_some_and(Packed::low_precision);
         if low_precision {
             attention_fast::attention_low_precision(
                 Isa::detect(),
