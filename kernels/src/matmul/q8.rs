@@ -416,11 +416,7 @@ pub(crate) unsafe fn tile_q(
     }
     for i in (0..rows).step_by(MRQ) {
         let r = MRQ.min(rows - i);
-        let (qx, dx, sx) = (
-            &qx[i * k..],
-            &dx[i * nblk..],
-            &sx[(i * nblk).min(sx.len())..],
-        );
+        let (qx, dx, sx) = row_group(qx, dx, sx, k, i);
         let mut out = [[0.0f32; NRQ]; MRQ];
         // Instantiated with and without the minimum term: Q8_0 / Q4_0 pay nothing for Q4_1.
         match isa {
@@ -449,6 +445,23 @@ pub(crate) unsafe fn tile_q(
     }
 }
 
+/// The quantised activations from row `i` on: values (k per row), scales and sums (k/32 per
+/// row; the sums are empty for formats without a minimum).
+pub(crate) fn row_group<'a>(
+    qx: &'a [u8],
+    dx: &'a [f32],
+    sx: &'a [f32],
+    k: usize,
+    i: usize,
+) -> (&'a [u8], &'a [f32], &'a [f32]) {
+    let nblk = k / QB;
+    (
+        &qx[i * k..],
+        &dx[i * nblk..],
+        sx.get(i * nblk..).unwrap_or(&[]),
+    )
+}
+
 /// The VNNI row loop: MRQ rows at a time (fewer for the last group).
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
@@ -464,13 +477,8 @@ unsafe fn rows_vnni<const MIN: bool>(
     ldc: usize,
     tail: Tail,
 ) {
-    let nblk = k / QB;
     for i in (0..rows).step_by(MRQ) {
-        let (q, d, s) = (
-            &qx[i * k..],
-            &dx[i * nblk..],
-            sx.get(i * nblk..).unwrap_or(&[]),
-        );
+        let (q, d, s) = row_group(qx, dx, sx, k, i);
         let c = c.add(i * ldc);
         match MRQ.min(rows - i) {
             4 => kernel_vnni::<4, MIN>(q, d, s, k, p, c, ldc, tail),

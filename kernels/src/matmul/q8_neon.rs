@@ -3,7 +3,7 @@
 //! Same layouts and the same integer sums as `q8`'s scalar reference, which the tests compare
 //! them with bit for bit.
 
-use super::q8::{Panel, BLOCK_BYTES, MRQ, NRQ, QB};
+use super::q8::{row_group, Panel, BLOCK_BYTES, MRQ, NRQ, QB};
 use super::Isa;
 
 /// NEON: the reference's steps on eight vectors of four. FMAXNM ignores a NaN like `f32::max`
@@ -60,14 +60,9 @@ pub(super) unsafe fn rows_neon(
     nvalid: usize,
     bias: Option<&[f32]>,
 ) {
-    let nblk = k / QB;
     let (dot, has_min) = (isa == Isa::NeonDot, !p.m.is_empty());
     for i in (0..rows).step_by(MRQ) {
-        let (q, d, s) = (
-            &qx[i * k..],
-            &dx[i * nblk..],
-            sx.get(i * nblk..).unwrap_or(&[]),
-        );
+        let (q, d, s) = row_group(qx, dx, sx, k, i);
         for col0 in (0..nvalid).step_by(8) {
             let (c, nv) = (c.add(i * ldc + col0), nvalid - col0);
             let bias = bias.map(|b| &b[col0..]);
