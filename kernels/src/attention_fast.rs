@@ -4,11 +4,12 @@
 //! Per pair it is two small matrix products on the float micro-kernel of the matmul: the
 //! head's keys are packed into panels (scores = Q·Kᵀ), then its values (out = P·V), with a
 //! vectorised exponential between them and the softmax's division applied to the output rows.
-//! BERT's heads are 32 wide: one panel of values. [`attention_low_precision`] computes the
-//! scores in bf16 instead (`attention_bf16`), for models whose weights are 16-bit or quantised.
+//! BERT's heads are 32 wide: one panel of values. [`attention_low_precision`] runs each pair
+//! in bf16 and int16 instead (the `attention_low_precision` module), for models whose weights
+//! are 16-bit or quantised.
 
 use crate::attention::AttnShape;
-use crate::attention_bf16;
+use crate::attention_low_precision as low;
 use crate::matmul::float::{mr_for, tile};
 use crate::matmul::pack::NR;
 use crate::matmul::{Isa, SendPtr};
@@ -27,8 +28,8 @@ struct Scratch {
     p: Vec<f32>,
     /// Per query row, 1 / Σ of its probabilities.
     inv_sum: Vec<f32>,
-    /// The bf16 scores' buffers.
-    bf16: attention_bf16::Scratch,
+    /// The 16-bit path's buffers.
+    low: low::Scratch,
 }
 
 thread_local! {
@@ -50,9 +51,9 @@ pub fn attention(
     run(isa, false, q, k, v, seqs, s, causal, out)
 }
 
-/// [`attention`] with its products in bf16 where the machine has AVX-512 BF16 and the head
-/// width suits ([`attention_bf16::supported`]), else exactly as [`attention`]: for models
-/// whose weights are themselves 16-bit or quantised.
+/// [`attention`] with its products in bf16 and int16 where the machine has AVX-512 BF16 and
+/// VNNI and the head width suits ([`low::supported`]), else exactly as [`attention`]: for
+/// models whose weights are themselves 16-bit or quantised.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_low_precision(
     isa: Isa,
@@ -64,14 +65,14 @@ pub fn attention_low_precision(
     causal: bool,
     out: &mut [f32],
 ) {
-    let bf16 = attention_bf16::supported(isa, s.head_dim);
-    run(isa, bf16, q, k, v, seqs, s, causal, out)
+    let low = low::supported(isa, s.head_dim);
+    run(isa, low, q, k, v, seqs, s, causal, out)
 }
 
 #[allow(clippy::too_many_arguments)]
 fn run(
     isa: Isa,
-    bf16: bool,
+    low: bool,
     q: &[f32],
     k: &[f32],
     v: &[f32],
@@ -105,7 +106,13 @@ fn run(
         }
         // Taken out of the thread-local so a nested call (work stealing) cannot find it borrowed.
         let mut sc = SCRATCH.with(|c| std::mem::take(&mut *c.borrow_mut()));
-        one_head(isa, bf16, q, k, v, seq, h, s, causal, op, &mut sc);
+        if low && seq.len() <= low::MAX_LEN {
+            // SAFETY: rows `seq` × the columns of head h of out belong to this pair alone;
+            // the asserts above cover the sequence's rows.
+            unsafe { low::one_head(q, k, v, seq, h, s, causal, op.get(), &mut sc.low) };
+        } else {
+            one_head(isa, q, k, v, seq, h, s, causal, op, &mut sc);
+        }
         SCRATCH.with(|c| *c.borrow_mut() = sc);
     });
 }
@@ -113,7 +120,6 @@ fn run(
 #[allow(clippy::too_many_arguments)]
 fn one_head(
     isa: Isa,
-    bf16_scores: bool,
     q: &[f32],
     k: &[f32],
     v: &[f32],
@@ -129,15 +135,10 @@ fn one_head(
     let (base, len) = (seq.start, seq.len());
     let vpanels = hd.div_ceil(NR);
     // Score rows padded to whole 16-lane vectors, so the exponential runs vectorised even
-    // for a 10-token query (the padding holds -∞ before it, 0 after); the bf16 scores come
-    // in panels of 32.
-    let lp = len.next_multiple_of(if bf16_scores { attention_bf16::W } else { 16 });
+    // for a 10-token query (the padding holds -∞ before it, 0 after).
+    let lp = len.next_multiple_of(16);
     sc.p.resize(len * lp, 0.0);
-    if bf16_scores {
-        attention_bf16::scores(q, k, seq.clone(), h, s, &mut sc.p, lp, &mut sc.bf16);
-    } else {
-        scores_f32(isa, q, k, seq.clone(), h, s, lp, sc);
-    }
+    scores_f32(isa, q, k, seq.clone(), h, s, lp, sc);
     // Values copied row by row into panels of NR dimensions.
     sc.vp.clear();
     sc.vp.resize(vpanels * len * NR, 0.0);

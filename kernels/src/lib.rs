@@ -3,8 +3,8 @@
 //! Every SIMD path has a scalar reference beside it, and tests compare the two on random data.
 
 pub mod attention;
-pub mod attention_bf16;
 pub mod attention_fast;
+pub mod attention_low_precision;
 pub mod matmul;
 pub mod ops;
 pub mod ops_fast;

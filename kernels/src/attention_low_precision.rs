@@ -1,0 +1,663 @@
+//! Attention of one (sequence, head) pair in 16-bit arithmetic, for models whose weights are
+//! themselves 16-bit or quantised (the backend decides):
+//! - scores Q·Kᵀ with bf16 products (VDPBF16PS: pairs of bf16 multiplied and added into f32
+//!   lanes, twice the multiply-adds of an f32 FMA);
+//! - the softmax in f32, eight query rows at a time, while their scores are in L1;
+//! - bidirectional (encoder) attention: out = P·V with int16 products summed exactly in
+//!   int32 (VPDPWSSD, again twice an f32 FMA): each probability, already divided by its
+//!   row's sum, as a multiple of 1/32767, and each value as a multiple of its column's
+//!   largest |v| / 32767;
+//! - causal (decoder) attention: P·V in f32.
+//!
+//! Why those roundings, measured against the golden vectors:
+//! - all-minilm F16, pooled norm off PyTorch's (bound 0.1 %): f32 attention 0.086 %; bf16
+//!   scores 0.064 %; bf16 scores and int16 P·V 0.063 % (cosine 0.999992); bf16 scores, V and
+//!   P 0.11 %, out of bounds (8-bit mantissas; int16 V is 128× finer).
+//! - SmolLM2 (30 causal layers, last-token pooling, cosine bound 0.999): bf16 scores 0.99950;
+//!   int16 P·V 0.99867, out of bounds. A decoder's rows put most of their weight on a few
+//!   keys (the first token above all), and the many small probabilities left keep only a
+//!   few bits at a step of 1/32767; the error then grows through the layers. So causal
+//!   attention keeps f32 probabilities and values.
+//!
+//! Overflow: a row's quantised probabilities sum to at most 32767 + ½ per visible key (each
+//! rounds by ≤ ½), and |v| ≤ 32767, so |Σ p·v| ≤ (32767 + len/2)·32767 < 2³¹ for
+//! len ≤ [`MAX_LEN`].
+//!
+//! Layouts, with a "pair" = one u32 holding two 16-bit values (element 2t low, 2t+1 high),
+//! the unit both dot-product instructions work on:
+//! - `qb`: per query row, its head_dim/2 bf16 pairs.
+//! - `kp`: keys in panels of 32; per panel, per pair index t, 32 keys' pair t (two vectors).
+//! - `vp`: per key pair t (keys 2t, 2t+1), per column c, the two keys' int16 values of c.
+//! - `pq`: per query row of the block, its int16 probabilities, so adjacent keys are a pair.
+
+use crate::attention::AttnShape;
+use crate::matmul::Isa;
+use std::ops::Range;
+
+/// Keys per score panel, and head dimensions per conversion or output chunk: two 16-lane
+/// vectors. Score rows are padded to a multiple of it.
+const W: usize = 32;
+/// Query rows per block: 8 rows × 2 vectors = 16 accumulators.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the kernel is x86-64 only
+const MR: usize = 8;
+/// Longest sequence this path takes (see the overflow note above); longer ones take f32.
+pub const MAX_LEN: usize = 1 << 15;
+/// The int16 scale of probabilities and of each value column's largest magnitude.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+const Q15: f32 = 32767.0;
+
+/// Per-thread buffers of this path.
+#[derive(Default)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the kernel is x86-64 only
+pub(crate) struct Scratch {
+    qb: Vec<u32>,
+    kp: Vec<u32>,
+    vp: Vec<u32>,
+    /// Per value column: 32767 / its largest |v|, the multiplier that quantises it.
+    vmult: Vec<f32>,
+    /// Per value column: its largest |v| / 32767², what an int32 sum of P·V is worth.
+    vscale: Vec<f32>,
+    /// The block's scores, then probabilities: MR rows of `lp` floats.
+    s: Vec<f32>,
+    /// The block's int16 probabilities: MR rows of `lp` values.
+    pq: Vec<i16>,
+}
+
+/// Whether this machine and head width can take this path (else: the f32 one).
+pub fn supported(isa: Isa, head_dim: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        isa >= Isa::Avx512Vnni
+            && head_dim > 0
+            && head_dim.is_multiple_of(W)
+            && is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (isa, head_dim);
+        false
+    }
+}
+
+/// Attention of query head `h` over `seq`, written into the head's columns of `out` (rows of
+/// stride `s.q_dim()`); inputs laid out as in [`crate::attention::attention`]. The caller
+/// checked [`supported`], `seq.len() ≤ MAX_LEN`, and that `out` holds the sequence's rows.
+///
+/// # Safety
+/// `out` must be valid for writes of the rows `seq` × columns `h·head_dim..+head_dim`, and no
+/// other thread may touch those while this runs.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn one_head(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    seq: Range<usize>,
+    h: usize,
+    s: AttnShape,
+    causal: bool,
+    out: *mut f32,
+    sc: &mut Scratch,
+) {
+    let end = seq.end;
+    assert!(seq.len() <= MAX_LEN && s.head_dim.is_multiple_of(W));
+    assert!(q.len() >= end * s.q_dim() && k.len() >= end * s.kv_dim());
+    assert!(v.len() >= end * s.kv_dim());
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `supported` checked AVX-512 F/BW/VL, VNNI and BF16; the asserts above bound
+    // every read, the caller every write.
+    unsafe {
+        x86::one_head(q, k, v, seq, h, s, causal, out, sc)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (q, k, v, seq, h, s, causal, out, sc);
+        unreachable!("attention_low_precision::supported is false off x86-64");
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! The tiles and the per-row softmax are kept out of line: each call is a loop of
+    //! hundreds to thousands of instructions, and they show as their own symbols in profiles.
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// 32 floats → 16 bf16 pairs, rounded to nearest even.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    unsafe fn pairs32(src: *const f32) -> __m512i {
+        let lo = _mm512_loadu_ps(src);
+        let hi = _mm512_loadu_ps(src.add(16));
+        std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    unsafe fn dp_bf16(acc: __m512, a: __m512i, b: __m512i) -> __m512 {
+        _mm512_dpbf16_ps(
+            acc,
+            std::mem::transmute::<__m512i, __m512bh>(a),
+            std::mem::transmute::<__m512i, __m512bh>(b),
+        )
+    }
+
+    /// Calls `$f::<R>(args)` for the run-time row count `$r` (1..=MR).
+    macro_rules! by_rows {
+        ($r:expr, $f:ident($($arg:expr),*)) => {
+            match $r {
+                1 => $f::<1>($($arg),*),
+                2 => $f::<2>($($arg),*),
+                3 => $f::<3>($($arg),*),
+                4 => $f::<4>($($arg),*),
+                5 => $f::<5>($($arg),*),
+                6 => $f::<6>($($arg),*),
+                7 => $f::<7>($($arg),*),
+                _ => $f::<8>($($arg),*),
+            }
+        };
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx512vnni,avx2,fma")]
+    pub(super) unsafe fn one_head(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        seq: Range<usize>,
+        h: usize,
+        s: AttnShape,
+        causal: bool,
+        out: *mut f32,
+        sc: &mut Scratch,
+    ) {
+        let hd = s.head_dim;
+        let hp = hd / 2;
+        let (qd, kd, kh) = (s.q_dim(), s.kv_dim(), s.kv_head(h));
+        let (base, len) = (seq.start, seq.len());
+        let lp = len.next_multiple_of(W);
+        pack_queries(q, base, len, qd, h * hd, hd, sc);
+        pack_keys(k, base, len, kd, kh * hd, hd, sc);
+        // Causal (decoder) attention keeps P·V in f32: see the module note.
+        let int16_values = !causal;
+        if int16_values {
+            pack_values(v, base, len, kd, kh * hd, hd, sc);
+        }
+        sc.s.resize(MR * lp, 0.0);
+        sc.pq.resize(MR * lp, 0);
+
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut i = 0;
+        while i < len {
+            let r = MR.min(len - i);
+            // Keys any row of the block sees (causal: up to its last row).
+            let seen = if causal { i + r } else { len };
+            for panel in 0..seen.div_ceil(W) {
+                let a = sc.qb.as_ptr().add(i * hp);
+                let b = sc.kp.as_ptr().add(panel * hp * W);
+                let c = sc.s.as_mut_ptr().add(panel * W);
+                by_rows!(r, scores_tile(a, hp, b, hp, c, lp));
+            }
+            for row in 0..r {
+                let visible = if causal { i + row + 1 } else { len };
+                let scores = &mut sc.s[row * lp..(row + 1) * lp];
+                if int16_values {
+                    let probs = &mut sc.pq[row * lp..(row + 1) * lp];
+                    softmax_q15(scores, visible, seen.next_multiple_of(2), scale, probs);
+                } else {
+                    softmax_f32(scores, visible, seen, scale);
+                }
+            }
+            for chunk in (0..hd).step_by(W) {
+                let c = out.add((base + i) * qd + h * hd + chunk);
+                if int16_values {
+                    by_rows!(r, values_tile(sc, chunk, seen.div_ceil(2), lp, c, qd));
+                } else {
+                    let v = v.as_ptr().add(base * kd + kh * hd + chunk);
+                    by_rows!(r, values_tile_f32(sc.s.as_ptr(), lp, v, kd, seen, c, qd));
+                }
+            }
+            i += r;
+        }
+    }
+
+    /// Rows of a head are 32–256 bytes of a row of q, k or v hundreds of bytes long, a
+    /// stride the hardware prefetchers follow late: ask for the row `AHEAD` rows on (its
+    /// first two lines, all of a 32-wide head) while converting this one. Measured: ~3 % of
+    /// all-minilm's attention.
+    const AHEAD: usize = 8;
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn prefetch_ahead(row: *const f32, stride: usize) {
+        let ahead = row.wrapping_add(AHEAD * stride);
+        _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(16).cast());
+    }
+
+    /// Query rows → their bf16 pairs, contiguous.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    unsafe fn pack_queries(
+        q: &[f32],
+        base: usize,
+        len: usize,
+        stride: usize,
+        col: usize,
+        hd: usize,
+        sc: &mut Scratch,
+    ) {
+        let hp = hd / 2;
+        sc.qb.resize(len * hp, 0);
+        for i in 0..len {
+            let src = q.as_ptr().add((base + i) * stride + col);
+            prefetch_ahead(src, stride);
+            for c in (0..hd).step_by(W) {
+                let dst = sc.qb.as_mut_ptr().add(i * hp + c / 2);
+                _mm512_storeu_si512(dst.cast(), pairs32(src.add(c)));
+            }
+        }
+    }
+
+    /// Keys → bf16 pairs scattered into their panel's column (16 stores per 32 dims); the
+    /// last panel's keys past `len` stay zero.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    unsafe fn pack_keys(
+        k: &[f32],
+        base: usize,
+        len: usize,
+        stride: usize,
+        col: usize,
+        hd: usize,
+        sc: &mut Scratch,
+    ) {
+        let hp = hd / 2;
+        sc.kp.clear();
+        sc.kp.resize(len.div_ceil(W) * hp * W, 0);
+        let mut row = [0u32; 16];
+        for j in 0..len {
+            let src = k.as_ptr().add((base + j) * stride + col);
+            prefetch_ahead(src, stride);
+            let column = (j / W) * hp * W + j % W;
+            for c in (0..hd).step_by(W) {
+                _mm512_storeu_si512(row.as_mut_ptr().cast(), pairs32(src.add(c)));
+                for (t, &pair) in row.iter().enumerate() {
+                    sc.kp[column + (c / 2 + t) * W] = pair;
+                }
+            }
+        }
+    }
+
+    /// Values → int16, each column scaled by 32767 / its largest |v|, two keys per u32 (a
+    /// missing last key of an odd length is zero); `vscale` gets what a unit of the P·V sum
+    /// is worth per column.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn pack_values(
+        v: &[f32],
+        base: usize,
+        len: usize,
+        stride: usize,
+        col: usize,
+        hd: usize,
+        sc: &mut Scratch,
+    ) {
+        let row = |j: usize| v.as_ptr().add((base + j) * stride + col);
+        sc.vscale.clear();
+        sc.vscale.resize(hd, 0.0);
+        sc.vmult.clear();
+        sc.vmult.resize(hd, 0.0);
+        for c in (0..hd).step_by(16) {
+            let mut m = _mm512_setzero_ps();
+            for j in 0..len {
+                if c == 0 {
+                    prefetch_ahead(row(j), stride);
+                }
+                m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(row(j).add(c))));
+            }
+            // A zero column stays zero: its multiplier 0, not ∞.
+            let nonzero = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(m, _mm512_setzero_ps());
+            let mult = _mm512_maskz_div_ps(nonzero, _mm512_set1_ps(Q15), m);
+            _mm512_storeu_ps(sc.vmult.as_mut_ptr().add(c), mult);
+            let worth = _mm512_mul_ps(m, _mm512_set1_ps(1.0 / (Q15 * Q15)));
+            _mm512_storeu_ps(sc.vscale.as_mut_ptr().add(c), worth);
+        }
+        let pairs = len.div_ceil(2);
+        sc.vp.resize(pairs * hd, 0);
+        let low16 = _mm512_set1_epi32(0xFFFF);
+        for t in 0..pairs {
+            for c in (0..hd).step_by(16) {
+                let m = _mm512_loadu_ps(sc.vmult.as_ptr().add(c));
+                let a = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(row(2 * t).add(c)), m));
+                let b = if 2 * t + 1 < len {
+                    let x = _mm512_loadu_ps(row(2 * t + 1).add(c));
+                    _mm512_cvtps_epi32(_mm512_mul_ps(x, m))
+                } else {
+                    _mm512_setzero_si512()
+                };
+                let pair = _mm512_or_si512(_mm512_and_si512(a, low16), _mm512_slli_epi32::<16>(b));
+                _mm512_storeu_si512(sc.vp.as_mut_ptr().add(t * hd + c).cast(), pair);
+            }
+        }
+    }
+
+    /// 2^t for t ≤ 0 (or a little above), 16 lanes: t = k + f with k an integer and
+    /// |f| ≤ ½, 2^f from its Taylor series to f⁶ (relative error < 2e-7), then ×2^k by
+    /// VSCALEFPS, which goes gracefully to 0 for very negative t: no clamping needed.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn exp2(t: __m512) -> __m512 {
+        const LN2: f32 = std::f32::consts::LN_2;
+        let k = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
+        let f = _mm512_sub_ps(t, k);
+        // c_n = ln2^n / n!, highest first.
+        let c = [
+            LN2 * LN2 * LN2 * LN2 * LN2 * LN2 / 720.0,
+            LN2 * LN2 * LN2 * LN2 * LN2 / 120.0,
+            LN2 * LN2 * LN2 * LN2 / 24.0,
+            LN2 * LN2 * LN2 / 6.0,
+            LN2 * LN2 / 2.0,
+            LN2,
+            1.0,
+        ];
+        let mut p = _mm512_set1_ps(c[0]);
+        for &cn in &c[1..] {
+            p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(cn));
+        }
+        _mm512_scalef_ps(p, k)
+    }
+
+    /// Lanes 0..n of a 16-lane mask (n ≤ 16).
+    #[inline]
+    fn first(n: usize) -> __mmask16 {
+        ((1u32 << n) - 1) as __mmask16
+    }
+
+    /// `x[..visible]` ← e^{(x − max)·scale}, two passes over the row in L1 (its max, then
+    /// the exponentials); returns their sum (≥ 1: the max contributes e⁰).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn exponentials(x: &mut [f32], visible: usize, scale: f32) -> f32 {
+        assert!(visible > 0 && visible <= x.len());
+        let x = x.as_mut_ptr();
+        let (full, tail) = (visible / 16 * 16, first(visible % 16));
+        let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
+        for j in (0..full).step_by(16) {
+            m = _mm512_max_ps(m, _mm512_loadu_ps(x.add(j)));
+        }
+        m = _mm512_mask_max_ps(m, tail, m, _mm512_maskz_loadu_ps(tail, x.add(full)));
+        // e^{(s − max)·scale} = 2^{s·a − max·a}, a = scale·log2 e.
+        let a = _mm512_set1_ps(scale * std::f32::consts::LOG2_E);
+        let b = _mm512_set1_ps(-_mm512_reduce_max_ps(m) * scale * std::f32::consts::LOG2_E);
+        let mut sum = _mm512_setzero_ps();
+        for j in (0..full).step_by(16) {
+            let e = exp2(_mm512_fmadd_ps(_mm512_loadu_ps(x.add(j)), a, b));
+            _mm512_storeu_ps(x.add(j), e);
+            sum = _mm512_add_ps(sum, e);
+        }
+        let e = exp2(_mm512_fmadd_ps(
+            _mm512_maskz_loadu_ps(tail, x.add(full)),
+            a,
+            b,
+        ));
+        _mm512_mask_storeu_ps(x.add(full), tail, e);
+        _mm512_reduce_add_ps(_mm512_mask_add_ps(sum, tail, sum, e))
+    }
+
+    /// One row's softmax into int16: `scores[..visible]` → e^{(s − max)·scale} / Σ, as
+    /// multiples of 1/32767 in `probs[..visible]`; `probs[visible..width]` = 0 (keys the row
+    /// does not see, and the pad of an odd count).
+    #[inline(never)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn softmax_q15(
+        scores: &mut [f32],
+        visible: usize,
+        width: usize,
+        scale: f32,
+        probs: &mut [i16],
+    ) {
+        assert!(visible <= width && width <= scores.len().min(probs.len()));
+        // Rounded to nearest (the MXCSR default) by the conversion; ≤ 32767 as e ≤ Σ.
+        let mult = _mm512_set1_ps(Q15 / exponentials(scores, visible, scale));
+        let (x, pq) = (scores.as_ptr(), probs.as_mut_ptr());
+        let (full, tail) = (visible / 16 * 16, first(visible % 16));
+        for j in (0..full).step_by(16) {
+            let p = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x.add(j)), mult));
+            _mm256_storeu_si256(pq.add(j).cast(), _mm512_cvtepi32_epi16(p));
+        }
+        let e = _mm512_maskz_loadu_ps(tail, x.add(full));
+        let p = _mm512_cvtps_epi32(_mm512_mul_ps(e, mult));
+        _mm512_mask_cvtepi32_storeu_epi16(pq.add(full).cast(), tail, p);
+        probs[visible..width].fill(0);
+    }
+
+    /// One row's softmax in f32, in place: `scores[..visible]` → e^{(s − max)·scale} / Σ,
+    /// `scores[visible..width]` = 0.
+    #[inline(never)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn softmax_f32(scores: &mut [f32], visible: usize, width: usize, scale: f32) {
+        assert!(visible <= width && width <= scores.len());
+        let inv = _mm512_set1_ps(1.0 / exponentials(scores, visible, scale));
+        let x = scores.as_mut_ptr();
+        for j in (0..visible).step_by(16) {
+            let lanes = first((visible - j).min(16));
+            let p = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, x.add(j)), inv);
+            _mm512_mask_storeu_ps(x.add(j), lanes, p);
+        }
+        scores[visible..width].fill(0.0);
+    }
+
+    /// c[R × 32] = P·V in f32 for one 32-column chunk: R rows of probabilities (stride `lp`)
+    /// against `keys` rows of values (stride `ldv`), stored with row stride `ldc`.
+    #[inline(never)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn values_tile_f32<const R: usize>(
+        p: *const f32,
+        lp: usize,
+        v: *const f32,
+        ldv: usize,
+        keys: usize,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        for j in 0..keys {
+            let b0 = _mm512_loadu_ps(v.add(j * ldv));
+            let b1 = _mm512_loadu_ps(v.add(j * ldv + 16));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_ps(*p.add(r * lp + j));
+                acc[0] = _mm512_fmadd_ps(x, b0, acc[0]);
+                acc[1] = _mm512_fmadd_ps(x, b1, acc[1]);
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            _mm512_storeu_ps(c.add(r * ldc), acc[0]);
+            _mm512_storeu_ps(c.add(r * ldc + 16), acc[1]);
+        }
+    }
+
+    /// c[R × 32] = P·V for one 32-column chunk of the head (scaled back to floats): R rows
+    /// of int16 probabilities (stride `lp`) against `pairs` key pairs of the packed values.
+    #[inline(never)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn values_tile<const R: usize>(
+        sc: &Scratch,
+        chunk: usize,
+        pairs: usize,
+        lp: usize,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        let hd = sc.vscale.len();
+        let a = sc.pq.as_ptr().cast::<u8>();
+        let b = sc.vp.as_ptr().add(chunk);
+        let mut acc = [[_mm512_setzero_si512(); 2]; R];
+        for t in 0..pairs {
+            let b0 = _mm512_loadu_si512(b.add(t * hd).cast());
+            let b1 = _mm512_loadu_si512(b.add(t * hd + 16).cast());
+            for (r, acc) in acc.iter_mut().enumerate() {
+                // Keys 2t and 2t+1 of row r: one u32, read unaligned from the i16 row.
+                let x =
+                    _mm512_set1_epi32(a.add((r * lp + 2 * t) * 2).cast::<i32>().read_unaligned());
+                acc[0] = _mm512_dpwssd_epi32(acc[0], x, b0);
+                acc[1] = _mm512_dpwssd_epi32(acc[1], x, b1);
+            }
+        }
+        let s0 = _mm512_loadu_ps(sc.vscale.as_ptr().add(chunk));
+        let s1 = _mm512_loadu_ps(sc.vscale.as_ptr().add(chunk + 16));
+        for (r, acc) in acc.iter().enumerate() {
+            _mm512_storeu_ps(
+                c.add(r * ldc),
+                _mm512_mul_ps(_mm512_cvtepi32_ps(acc[0]), s0),
+            );
+            _mm512_storeu_ps(
+                c.add(r * ldc + 16),
+                _mm512_mul_ps(_mm512_cvtepi32_ps(acc[1]), s1),
+            );
+        }
+    }
+
+    /// c[R × 32] = Σ_t a[r][t] · b[t][0..32]: R query rows (stride `lda` pairs) against one
+    /// panel of 32 keys (`tn` pairs deep), stored with row stride `ldc`.
+    #[inline(never)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    unsafe fn scores_tile<const R: usize>(
+        a: *const u32,
+        lda: usize,
+        b: *const u32,
+        tn: usize,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        for t in 0..tn {
+            let b0 = _mm512_loadu_si512(b.add(t * W).cast());
+            let b1 = _mm512_loadu_si512(b.add(t * W + 16).cast());
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_epi32(*a.add(r * lda + t) as i32);
+                acc[0] = dp_bf16(acc[0], x, b0);
+                acc[1] = dp_bf16(acc[1], x, b1);
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            _mm512_storeu_ps(c.add(r * ldc), acc[0]);
+            _mm512_storeu_ps(c.add(r * ldc + 16), acc[1]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attention_fast::attention_low_precision;
+    use crate::matmul::tests::Rng;
+
+    fn bf16(x: f32) -> f64 {
+        half::bf16::from_f32(x).to_f32() as f64
+    }
+
+    /// What this path computes, written out in scalar f64: scores of bf16-rounded q and k,
+    /// the softmax, then (not causal) probabilities and values rounded to their int16 steps.
+    fn emulated(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        seqs: &[Range<usize>],
+        s: AttnShape,
+        causal: bool,
+    ) -> Vec<f32> {
+        let (hd, qd, kd) = (s.head_dim, s.q_dim(), s.kv_dim());
+        let mut out = vec![0.0; q.len()];
+        for seq in seqs {
+            for h in 0..s.n_head {
+                let (qc, kc) = (h * hd, s.kv_head(h) * hd);
+                let vmax: Vec<f64> = (0..hd)
+                    .map(|c| {
+                        seq.clone()
+                            .map(|j| v[j * kd + kc + c].abs() as f64)
+                            .fold(0.0, f64::max)
+                    })
+                    .collect();
+                for i in seq.clone() {
+                    let keys = seq.start..if causal { i + 1 } else { seq.end };
+                    let scores: Vec<f64> = keys
+                        .clone()
+                        .map(|j| {
+                            (0..hd)
+                                .map(|c| bf16(q[i * qd + qc + c]) * bf16(k[j * kd + kc + c]))
+                                .sum::<f64>()
+                        })
+                        .collect();
+                    let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let e: Vec<f64> = scores
+                        .iter()
+                        .map(|x| ((x - max) / (hd as f64).sqrt()).exp())
+                        .collect();
+                    let sum: f64 = e.iter().sum();
+                    for c in 0..hd {
+                        let dot: f64 = keys
+                            .clone()
+                            .zip(&e)
+                            .map(|(j, e)| {
+                                if causal {
+                                    return e / sum * v[j * kd + kc + c] as f64;
+                                }
+                                let vq = if vmax[c] > 0.0 {
+                                    (v[j * kd + kc + c] as f64 * 32767.0 / vmax[c]).round()
+                                } else {
+                                    0.0
+                                };
+                                (e / sum * 32767.0).round() * vq
+                            })
+                            .sum();
+                        let unit = if causal { 1.0 } else { vmax[c] / (32767.0 * 32767.0) };
+                        out[i * qd + qc + c] = (dot * unit) as f32;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matches_its_emulation_and_stays_close_to_f32() {
+        if !supported(Isa::detect(), 32) {
+            println!("skipped: no AVX-512 BF16 + VNNI on this machine");
+            return;
+        }
+        let mut rng = Rng::new(5);
+        // Lengths around the panel width and the row block, a one-token sequence, odd ones.
+        let seqs = vec![0..1, 1..34, 34..97, 97..104, 104..113];
+        let tokens = 113;
+        for (n_head, n_head_kv, head_dim) in [(12, 12, 32), (4, 2, 64)] {
+            let s = AttnShape {
+                n_head,
+                n_head_kv,
+                head_dim,
+            };
+            let mut gen = |n: usize, amp: f32| (0..n).map(|_| rng.f32() * amp).collect::<Vec<_>>();
+            let q = gen(tokens * n_head * head_dim, 3.0);
+            let k = gen(tokens * n_head_kv * head_dim, 3.0);
+            let v = gen(tokens * n_head_kv * head_dim, 1.0);
+            for causal in [false, true] {
+                let want = emulated(&q, &k, &v, &seqs, s, causal);
+                let mut exact = vec![0.0; q.len()];
+                crate::attention::attention(&q, &k, &v, &seqs, s, causal, &mut exact);
+                let mut got = vec![f32::NAN; q.len()];
+                attention_low_precision(Isa::detect(), &q, &k, &v, &seqs, s, causal, &mut got);
+                // Not causal: a probability may round to the other int16 step (the
+                // exponentials differ in their last bits), each such flip moving the sum by
+                // one step of a value column, ≤ 1/32767 of |v|'s maximum (here < 1). Causal:
+                // f32 products, only the summation order differs.
+                let bound = if causal { 1e-5 } else { 3.0 / 32767.0 };
+                for ((g, w), e) in got.iter().zip(&want).zip(&exact) {
+                    assert!(
+                        (g - w).abs() <= bound,
+                        "{s:?} causal={causal}: {g} vs {w}"
+                    );
+                    assert!(
+                        (g - e).abs() <= 3e-2,
+                        "{s:?} causal={causal}: {g} vs exact {e}"
+                    );
+                }
+            }
+        }
+    }
+}
