@@ -172,6 +172,58 @@ impl TaskGrid {
     }
 }
 
+/// One of several products of the same activations: y = x · Wᵀ (+ bias, n values), W packed
+/// (`W` is [`int16::PackedI16`] or [`q8::PackedQuant`]). Several are run together so that x
+/// is quantised once and their tiles share one parallel region.
+pub struct Product<'a, W> {
+    pub w: &'a W,
+    pub bias: Option<&'a [f32]>,
+    pub y: &'a mut [f32],
+}
+
+/// The tasks of several products of one input in one parallel region: each product's own
+/// [`TaskGrid`] (the tiles and order a call of its own would run), one after another. So a
+/// thread works through one weight matrix at a time, as with separate calls, but there is no
+/// barrier between the matrices: threads that finish their share of one start on the next.
+pub(crate) struct MultiGrid {
+    /// Per product: its first task and its grid.
+    grids: Vec<(usize, TaskGrid)>,
+    tasks: usize,
+}
+
+impl MultiGrid {
+    /// The grids for `m` rows, a micro-kernel of `mr` rows and each product's column panels.
+    pub fn new(m: usize, mr: usize, panels: impl Iterator<Item = usize>) -> MultiGrid {
+        let mut tasks = 0;
+        let grids = panels
+            .map(|p| {
+                let g = TaskGrid::new(m, mr, p);
+                let first = tasks;
+                tasks += g.tasks();
+                (first, g)
+            })
+            .collect();
+        MultiGrid { grids, tasks }
+    }
+
+    pub fn tasks(&self) -> usize {
+        self.tasks
+    }
+
+    /// Task `t`: its product, and that product's task (first row, rows, panels).
+    pub fn task(&self, t: usize) -> (usize, usize, usize, Range<usize>) {
+        // A handful of products: a linear search.
+        let o = self
+            .grids
+            .iter()
+            .rposition(|&(first, _)| first <= t)
+            .unwrap();
+        let (first, ref g) = self.grids[o];
+        let (i0, rows, panels) = g.task(t - first);
+        (o, i0, rows, panels)
+    }
+}
+
 /// A raw output pointer shared by tasks that write disjoint tiles.
 #[derive(Clone, Copy)]
 pub(crate) struct SendPtr(pub *mut f32);
