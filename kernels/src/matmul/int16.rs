@@ -336,11 +336,12 @@ pub fn matmul_i16_quantised(isa: Isa, qx: &QuantisedI16, outs: &mut [Product<'_,
     let ys: Vec<SendPtr> = outs.iter_mut().map(|o| SendPtr(o.y.as_mut_ptr())).collect();
     let outs = &*outs;
     (0..grid.tasks()).into_par_iter().for_each(|t| {
-        let (o, i0, nrows, panels) = grid.task(t);
-        let Product { w, bias, .. } = &outs[o];
-        for s in panels {
-            // SAFETY: the task owns rows i0..i0+nrows of panel s's columns of y (`MultiGrid`);
-            // y is m × w.n (asserted above).
+        let (i0, nrows, panels) = grid.task(t);
+        for g in panels {
+            let (o, s) = grid.panel(g);
+            let Product { w, bias, .. } = &outs[o];
+            // SAFETY: the task owns rows i0..i0+nrows of panel s's columns of product o's y
+            // (`MultiGrid`), which is m × w.n (asserted above).
             unsafe { panel_rows(isa, mr, qx, w, *bias, ys[o], i0, nrows, s) };
         }
     });

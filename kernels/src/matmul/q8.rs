@@ -379,10 +379,11 @@ pub fn matmul_quant_packed_quantised(
     let ys: Vec<SendPtr> = outs.iter_mut().map(|o| SendPtr(o.y.as_mut_ptr())).collect();
     let outs = &*outs;
     (0..grid.tasks()).into_par_iter().for_each(|t| {
-        let (o, i0, nrows, panels) = grid.task(t);
-        let Product { w, bias, .. } = &outs[o];
-        let (n, k) = (w.n, w.k);
-        for s in panels {
+        let (i0, nrows, panels) = grid.task(t);
+        for g in panels {
+            let (o, s) = grid.panel(g);
+            let Product { w, bias, .. } = &outs[o];
+            let (n, k) = (w.n, w.k);
             let j0 = s * NRQ;
             let ncols = NRQ.min(n - j0);
             // SAFETY: rows i0..i0+nrows and columns j0..j0+ncols of this product's y (m × n,
