@@ -4,7 +4,8 @@
 //! layout of `matmul::int16` (twice the multiply-adds per instruction of f32 FMA, no per-call
 //! conversion), Q8_0 / Q4_0 / Q4_1 into the panels of `matmul::q8`, formats without a kernel
 //! (K-quants, Q5_x) dequantised once and packed like f16. f32 matrices and the embedding
-//! tables are read from the file on each call.
+//! tables are read from the file on each call. Products of one input (`linears`: Q/K/V,
+//! gate/up) quantise it once per packed path and share one parallel region.
 
 use super::{AttnShape, Backend, LinearOut};
 use crate::gguf::GgufFile;
