@@ -2,7 +2,7 @@
 //! layers and GELU. Read it top to bottom: config, weights, then the forward pass.
 
 use super::{view, Architecture, Batch, LoadError, Loader};
-use crate::backend::{AttnShape, Backend};
+use crate::backend::{AttnShape, Backend, LinearOut};
 use crate::embed::Pooling;
 use crate::gguf::{GgufFile, TensorInfo};
 use std::sync::{Arc, Mutex};
@@ -220,9 +220,15 @@ impl Architecture for Bert {
         } = st;
         for l in &self.layers {
             // Self-attention, then residual + LayerNorm (post-norm).
-            be.linear(&x, n, &view(file, &l.q), Some(&l.q_b), q);
-            be.linear(&x, n, &view(file, &l.k), Some(&l.k_b), k);
-            be.linear(&x, n, &view(file, &l.v), Some(&l.v_b), v);
+            be.linears(
+                &x,
+                n,
+                &mut [
+                    LinearOut::new(view(file, &l.q), Some(&l.q_b), q),
+                    LinearOut::new(view(file, &l.k), Some(&l.k_b), k),
+                    LinearOut::new(view(file, &l.v), Some(&l.v_b), v),
+                ],
+            );
             be.attention(q, k, v, &batch.seqs, shape, false, attn);
             be.linear(attn, n, &view(file, &l.o), Some(&l.o_b), proj);
             be.add_layer_norm(&mut x, proj, &l.attn_norm_w, &l.attn_norm_b, c.eps);

@@ -5,7 +5,7 @@
 
 use super::llama_table::{self, ArchSpec, Presence};
 use super::{view, Architecture, Batch, LoadError, Loader};
-use crate::backend::{AttnShape, Backend};
+use crate::backend::{AttnShape, Backend, LinearOut};
 use crate::embed::Pooling;
 use crate::gguf::{GgufFile, TensorInfo};
 use quiver_kernels::rope::Rope;
@@ -309,9 +309,15 @@ impl Architecture for Llama {
             // Attention block: pre-norm, q/k/v, (qwen3: per-head norm), RoPE, causal GQA, residual.
             h.copy_from_slice(&x);
             be.rms_norm(h, &l.attn_norm, c.eps);
-            be.linear(h, n, &view(file, &l.q), l.q_b.as_deref(), q);
-            be.linear(h, n, &view(file, &l.k), l.k_b.as_deref(), k);
-            be.linear(h, n, &view(file, &l.v), l.v_b.as_deref(), v);
+            be.linears(
+                h,
+                n,
+                &mut [
+                    LinearOut::new(view(file, &l.q), l.q_b.as_deref(), q),
+                    LinearOut::new(view(file, &l.k), l.k_b.as_deref(), k),
+                    LinearOut::new(view(file, &l.v), l.v_b.as_deref(), v),
+                ],
+            );
             if let Some(w) = &l.q_norm {
                 be.rms_norm(q, w, c.eps);
             }
@@ -327,8 +333,14 @@ impl Architecture for Llama {
             // Feed-forward block: pre-norm, SwiGLU, residual.
             h.copy_from_slice(&x);
             be.rms_norm(h, &l.ffn_norm, c.eps);
-            be.linear(h, n, &view(file, &l.gate), None, gate);
-            be.linear(h, n, &view(file, &l.up), None, up);
+            be.linears(
+                h,
+                n,
+                &mut [
+                    LinearOut::new(view(file, &l.gate), None, gate),
+                    LinearOut::new(view(file, &l.up), None, up),
+                ],
+            );
             be.silu_mul(gate, up);
             be.linear(gate, n, &view(file, &l.down), None, proj);
             quiver_kernels::ops::add(&mut x, proj);

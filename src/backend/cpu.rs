@@ -4,16 +4,17 @@
 //! layout of `matmul::int16` (twice the multiply-adds per instruction of f32 FMA, no per-call
 //! conversion), Q8_0 / Q4_0 / Q4_1 into the panels of `matmul::q8`, formats without a kernel
 //! (K-quants, Q5_x) dequantised once and packed like f16. f32 matrices and the embedding
-//! tables are read from the file on each call.
+//! tables are read from the file on each call. Products of one input (`linears`: Q/K/V,
+//! gate/up) quantise it once per packed path and share one parallel region.
 
-use super::{AttnShape, Backend};
+use super::{AttnShape, Backend, LinearOut};
 use crate::gguf::GgufFile;
 use crate::tensor::DType;
 use crate::tensor::TensorView;
 use quiver_kernels::matmul::gemv::GEMV_MAX_ROWS;
-use quiver_kernels::matmul::int16::{matmul_i16, PackedI16};
-use quiver_kernels::matmul::q8::{matmul_quant_packed, PackedQuant};
-use quiver_kernels::matmul::{self, FloatFormat, Isa, WeightFormat, Weights};
+use quiver_kernels::matmul::int16::{matmul_i16, matmul_i16_many, PackedI16};
+use quiver_kernels::matmul::q8::{matmul_quant_packed, matmul_quant_packed_many, PackedQuant};
+use quiver_kernels::matmul::{self, FloatFormat, Isa, Product, WeightFormat, Weights};
 use quiver_kernels::{attention_fast, ops, ops_fast};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -222,6 +223,34 @@ impl Backend for Cpu {
         if let Some(b) = bias {
             y.par_chunks_mut(n * 64)
                 .for_each(|rows| ops::add_bias(rows, b));
+        }
+    }
+
+    /// The products whose weights take the same packed path (13-bit integers; or the 8-bit
+    /// blocks, past the few-rows path) quantise x once and run their tiles in one parallel
+    /// region; any others go through `linear` one at a time. Bit for bit `linear`'s results:
+    /// the same quantised x and the same tiles.
+    fn linears(&self, x: &[f32], m: usize, outs: &mut [LinearOut<'_>]) {
+        let mut int16 = Vec::new();
+        let mut quant = Vec::new();
+        let mut rest = Vec::new();
+        for o in outs.iter_mut() {
+            let (k, n) = (o.w.row_len(), o.w.n_rows());
+            assert_eq!(x.len(), m * k, "linear: input is not m×k");
+            assert_eq!(o.y.len(), m * n, "linear: output is not m×n");
+            let (bias, y) = (o.bias, &mut *o.y);
+            match self.packed(&o.w) {
+                Some(PackedWeight::Int16(w)) => int16.push(Product { w, bias, y }),
+                Some(PackedWeight::Quant(w)) if m > GEMV_MAX_ROWS => {
+                    quant.push(Product { w, bias, y })
+                }
+                _ => rest.push((o.w, bias, y)),
+            }
+        }
+        matmul_i16_many(Isa::detect(), x, m, &mut int16);
+        matmul_quant_packed_many(Isa::detect(), x, m, &mut quant);
+        for (w, bias, y) in rest {
+            self.linear(x, m, &w, bias, y);
         }
     }
 

@@ -43,6 +43,16 @@ pub trait Backend: Send + Sync {
     /// y[m×n] = x[m×k] · Wᵀ (+ bias): W is `n` rows of `k` values in any GGML dtype.
     fn linear(&self, x: &[f32], m: usize, w: &TensorView, bias: Option<&[f32]>, y: &mut [f32]);
 
+    /// Several products of the same input, `outs[i].y` = x · `outs[i].w`ᵀ (+ its bias): Q, K
+    /// and V of a layer, or its gate and up. The results are those of [`Backend::linear`] on
+    /// each; a backend may share work between them (the CPU quantises x once). By default,
+    /// one `linear` after another.
+    fn linears(&self, x: &[f32], m: usize, outs: &mut [LinearOut<'_>]) {
+        for o in outs {
+            self.linear(x, m, &o.w, o.bias, o.y);
+        }
+    }
+
     /// LayerNorm of each row of `w.len()` values, in place.
     fn layer_norm(&self, x: &mut [f32], w: &[f32], b: &[f32], eps: f32);
 
@@ -79,6 +89,19 @@ pub trait Backend: Send + Sync {
     /// position `positions[t]`. By default the CPU kernel ([`rope_on_cpu`]).
     fn rope(&self, rope: &Rope, x: &mut [f32], row_len: usize, positions: &[usize]) {
         rope_on_cpu(rope, x, row_len, positions);
+    }
+}
+
+/// One product of [`Backend::linears`]: y = x · Wᵀ (+ bias).
+pub struct LinearOut<'a> {
+    pub w: TensorView<'a>,
+    pub bias: Option<&'a [f32]>,
+    pub y: &'a mut [f32],
+}
+
+impl<'a> LinearOut<'a> {
+    pub fn new(w: TensorView<'a>, bias: Option<&'a [f32]>, y: &'a mut [f32]) -> LinearOut<'a> {
+        LinearOut { w, bias, y }
     }
 }
 

@@ -19,7 +19,7 @@
 
 use super::isa::Isa;
 use super::pack::convert_row;
-use super::{FloatFormat, SendPtr, TaskGrid};
+use super::{FloatFormat, MultiGrid, Product, SendPtr};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -231,31 +231,49 @@ unsafe fn quantize_row_neon(v: &[f32], q: &mut [i16]) -> f32 {
     amax / QMAX
 }
 
-/// Activations quantised per row: `kp` values per row (k padded to even), one scale per row.
+/// Activations quantised for [`matmul_i16_quantised`]: per row, `kp` values (k padded to even
+/// with a zero) and one scale. Quantised once, they can be multiplied by any number of packed
+/// weights of the same k (Q, K and V of a layer). The buffers are kept and reused by the next
+/// [`QuantisedI16::quantize`].
 #[derive(Default)]
-struct QuantX {
+pub struct QuantisedI16 {
+    m: usize,
+    k: usize,
     q: Vec<i16>,
     s: Vec<f32>,
 }
 
 thread_local! {
-    static QX: RefCell<QuantX> = RefCell::new(QuantX::default());
+    static QX: RefCell<QuantisedI16> = RefCell::new(QuantisedI16::default());
 }
 
-fn quantize_activations(isa: Isa, x: &[f32], m: usize, k: usize, out: &mut QuantX) {
-    let kp = k.next_multiple_of(2);
-    out.q.resize(m * kp, 0);
-    out.s.resize(m, 0.0);
-    out.q
-        .par_chunks_mut(kp * 16)
-        .zip(out.s.par_chunks_mut(16))
-        .zip(x.par_chunks(k * 16))
-        .for_each(|((q, s), x)| {
-            for ((q, s), x) in q.chunks_mut(kp).zip(s.iter_mut()).zip(x.chunks(k)) {
-                *s = quantize_row(isa, x, &mut q[..k]);
-                q[k..].fill(0);
-            }
-        });
+impl QuantisedI16 {
+    /// Quantises `m` rows of `k` values of `x`, row by row, in parallel.
+    pub fn quantize(&mut self, isa: Isa, x: &[f32], m: usize, k: usize) {
+        assert_eq!(x.len(), m * k, "QuantisedI16::quantize: x is not m×k");
+        let kp = k.next_multiple_of(2);
+        (self.m, self.k) = (m, k);
+        self.q.resize(m * kp, 0);
+        self.s.resize(m, 0.0);
+        if m == 0 || k == 0 {
+            return;
+        }
+        self.q
+            .par_chunks_mut(kp * 16)
+            .zip(self.s.par_chunks_mut(16))
+            .zip(x.par_chunks(k * 16))
+            .for_each(|((q, s), x)| {
+                for ((q, s), x) in q.chunks_mut(kp).zip(s.iter_mut()).zip(x.chunks(k)) {
+                    *s = quantize_row(isa, x, &mut q[..k]);
+                    q[k..].fill(0);
+                }
+            });
+    }
+
+    /// Rows quantised.
+    pub fn rows(&self) -> usize {
+        self.m
+    }
 }
 
 /// Rows of the micro-kernel for an ISA.
@@ -278,55 +296,96 @@ pub fn matmul_i16(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) {
-    let (n, k) = (w.n, w.k);
-    assert_eq!(x.len(), m * k, "matmul_i16: x is not m×k");
-    assert_eq!(y.len(), m * n, "matmul_i16: y is not m×n");
-    assert!(
-        bias.is_none_or(|b| b.len() == n),
-        "matmul_i16: bias is not n long"
-    );
-    if m == 0 || n == 0 {
+    matmul_i16_many(isa, x, m, &mut [Product { w, bias, y }]);
+}
+
+/// Several products of the same x (each `w.k` = k = x.len() / m): x is quantised once, into
+/// this thread's reused buffers, and every product's tiles run in one parallel region. Each y
+/// is bit for bit what [`matmul_i16`] gives for its weights alone.
+pub fn matmul_i16_many(isa: Isa, x: &[f32], m: usize, outs: &mut [Product<'_, PackedI16>]) {
+    let Some(k) = outs.first().map(|o| o.w.k) else {
         return;
-    }
+    };
+    assert_eq!(x.len(), m * k, "matmul_i16: x is not m×k");
     // Taken out of the thread-local (not borrowed across the parallel loop) so that a nested
     // call on this thread, e.g. from work stealing, cannot find it borrowed.
     let mut qx = QX.with(|c| std::mem::take(&mut *c.borrow_mut()));
-    quantize_activations(isa, x, m, k, &mut qx);
-    let kp = w.kp();
+    qx.quantize(isa, x, m, k);
+    matmul_i16_quantised(isa, &qx, outs);
+    QX.with(|c| *c.borrow_mut() = qx);
+}
+
+/// y = x · Wᵀ (+ bias) for each product, x quantised by [`QuantisedI16::quantize`] (every
+/// `w.k` must be its k), all tiles in one parallel region (see `MultiGrid`).
+pub fn matmul_i16_quantised(isa: Isa, qx: &QuantisedI16, outs: &mut [Product<'_, PackedI16>]) {
+    let m = qx.m;
+    for o in outs.iter() {
+        assert_eq!(o.w.k, qx.k, "matmul_i16: x is not m×k");
+        assert_eq!(o.y.len(), m * o.w.n, "matmul_i16: y is not m×n");
+        assert!(
+            o.bias.is_none_or(|b| b.len() == o.w.n),
+            "matmul_i16: bias is not n long"
+        );
+    }
+    if m == 0 {
+        return;
+    }
     let mr = mr_for(isa);
-    let grid = TaskGrid::new(m, mr, n.div_ceil(NR));
-    let yp = SendPtr(y.as_mut_ptr());
-    let (qxq, sx) = (&qx.q[..], &qx.s[..]);
+    let grid = MultiGrid::new(m, mr, outs.iter().map(|o| o.w.n.div_ceil(NR)));
+    // Raw output pointers, taken here from the exclusive borrows: tasks write disjoint tiles.
+    let ys: Vec<SendPtr> = outs.iter_mut().map(|o| SendPtr(o.y.as_mut_ptr())).collect();
+    let outs = &*outs;
     (0..grid.tasks()).into_par_iter().for_each(|t| {
         let (i0, nrows, panels) = grid.task(t);
-        for s in panels {
-            let j0 = s * NR;
-            let nvalid = NR.min(n - j0);
-            let panel = &w.q[s * kp * NR..(s + 1) * kp * NR];
-            let ws = &w.scale[j0..j0 + NR];
-            for p0 in (0..kp).step_by(KC) {
-                let kc = KC.min(kp - p0);
-                for i in (0..nrows).step_by(mr) {
-                    let r = mr.min(nrows - i);
-                    // SAFETY: rows i0+i..+r and columns j0..j0+nvalid of y belong to this
-                    // task alone; a covers r rows of kp (p0+kc ≤ kp), b kc/2 panel lines.
-                    unsafe {
-                        let a = qxq.as_ptr().add((i0 + i) * kp + p0);
-                        let b = panel.as_ptr().add(p0 * NR);
-                        let c = yp.get().add((i0 + i) * n + j0);
-                        let sxr = &sx[i0 + i..i0 + i + r];
-                        // The bias goes in with the last k chunk.
-                        let bias = match bias {
-                            Some(bv) if p0 + kc == kp => bv.as_ptr().add(j0),
-                            _ => std::ptr::null(),
-                        };
-                        tile(isa, r, a, kp, b, kc, sxr, ws, bias, c, n, nvalid, p0 > 0);
-                    }
-                }
-            }
+        for g in panels {
+            let (o, s) = grid.panel(g);
+            let Product { w, bias, .. } = &outs[o];
+            // SAFETY: the task owns rows i0..i0+nrows of panel s's columns of product o's y
+            // (`MultiGrid`), which is m × w.n (asserted above).
+            unsafe { panel_rows(isa, mr, qx, w, *bias, ys[o], i0, nrows, s) };
         }
     });
-    QX.with(|c| *c.borrow_mut() = qx);
+}
+
+/// Rows i0..i0+nrows of y's columns in panel `s`: every k chunk, `mr` rows at a time.
+///
+/// # Safety
+/// `y` points at an m × w.n output (m = qx.m) of which these rows and columns are the
+/// caller's alone; `bias` is None or w.n long; i0 + nrows ≤ m.
+#[allow(clippy::too_many_arguments)]
+unsafe fn panel_rows(
+    isa: Isa,
+    mr: usize,
+    qx: &QuantisedI16,
+    w: &PackedI16,
+    bias: Option<&[f32]>,
+    y: SendPtr,
+    i0: usize,
+    nrows: usize,
+    s: usize,
+) {
+    let (n, kp) = (w.n, w.kp());
+    let j0 = s * NR;
+    let nvalid = NR.min(n - j0);
+    let panel = &w.q[s * kp * NR..(s + 1) * kp * NR];
+    let ws = &w.scale[j0..j0 + NR];
+    for p0 in (0..kp).step_by(KC) {
+        let kc = KC.min(kp - p0);
+        for i in (0..nrows).step_by(mr) {
+            let r = mr.min(nrows - i);
+            // a covers r rows of kp (p0+kc ≤ kp), b kc/2 panel lines; c is the caller's.
+            let a = qx.q.as_ptr().add((i0 + i) * kp + p0);
+            let b = panel.as_ptr().add(p0 * NR);
+            let c = y.get().add((i0 + i) * n + j0);
+            let sxr = &qx.s[i0 + i..i0 + i + r];
+            // The bias goes in with the last k chunk.
+            let bias = match bias {
+                Some(bv) if p0 + kc == kp => bv.as_ptr().add(j0),
+                _ => std::ptr::null(),
+            };
+            tile(isa, r, a, kp, b, kc, sxr, ws, bias, c, n, nvalid, p0 > 0);
+        }
+    }
 }
 
 /// One r × NR tile: c[i][j] (+)= (Σ_p a[i][p] · b[p][j]) · sx[i] · ws[j] over `kc` values of k,

@@ -172,6 +172,76 @@ impl TaskGrid {
     }
 }
 
+/// One of several products of the same activations: y = x · Wᵀ (+ bias, n values), W packed
+/// (`W` is [`int16::PackedI16`] or [`q8::PackedQuant`]). Several are run together so that x
+/// is quantised once and their tiles share one parallel region.
+pub struct Product<'a, W> {
+    pub w: &'a W,
+    pub bias: Option<&'a [f32]>,
+    pub y: &'a mut [f32],
+}
+
+/// The tasks of several products of one input in one parallel region: each product's own
+/// [`TaskGrid`] (the tiles and order a call of its own would run), one after another. A
+/// thread thus works through one weight matrix at a time, as with separate calls, but there
+/// is no barrier between the matrices: a thread done with its share of one goes on to the
+/// next. (One grid over all the products' panels, so that a row block meets every matrix in
+/// turn, measured no better on all-minilm's Q/K/V and a little worse on gate/up: see
+/// `examples/shared_input.rs`.)
+///
+/// Column panels are numbered one product after another: global panel `g` is panel `s` of
+/// product `o` ([`MultiGrid::panel`]).
+pub(crate) struct MultiGrid {
+    /// Per product: its first global panel; then the total.
+    starts: Vec<usize>,
+    /// Per product: its first task and its grid.
+    grids: Vec<(usize, TaskGrid)>,
+    tasks: usize,
+}
+
+impl MultiGrid {
+    /// The grids for `m` rows, a micro-kernel of `mr` rows and each product's column panels.
+    pub fn new(m: usize, mr: usize, panels: impl Iterator<Item = usize>) -> MultiGrid {
+        let (mut starts, mut grids, mut tasks) = (vec![0], Vec::new(), 0);
+        for p in panels {
+            starts.push(starts.last().unwrap() + p);
+            let g = TaskGrid::new(m, mr, p);
+            grids.push((tasks, g));
+            tasks += grids.last().unwrap().1.tasks();
+        }
+        MultiGrid {
+            starts,
+            grids,
+            tasks,
+        }
+    }
+
+    pub fn tasks(&self) -> usize {
+        self.tasks
+    }
+
+    /// Task `t`: its first row, its number of rows and its global panels.
+    pub fn task(&self, t: usize) -> (usize, usize, Range<usize>) {
+        // A handful of products: a linear search. (A product without columns has no tasks,
+        // and the same first task as the next: the last whose first task ≤ t owns t.)
+        let o = self
+            .grids
+            .iter()
+            .rposition(|&(first, _)| first <= t)
+            .unwrap();
+        let (first, ref g) = self.grids[o];
+        let (i0, rows, panels) = g.task(t - first);
+        let s0 = self.starts[o];
+        (i0, rows, s0 + panels.start..s0 + panels.end)
+    }
+
+    /// Global panel `g`: its product and its panel there.
+    pub fn panel(&self, g: usize) -> (usize, usize) {
+        let o = self.starts.partition_point(|&s| s <= g) - 1;
+        (o, g - self.starts[o])
+    }
+}
+
 /// A raw output pointer shared by tasks that write disjoint tiles.
 #[derive(Clone, Copy)]
 pub(crate) struct SendPtr(pub *mut f32);

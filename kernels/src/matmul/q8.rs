@@ -23,7 +23,7 @@
 use super::isa::Isa;
 #[cfg(target_arch = "aarch64")]
 use super::q8_neon::{quantize_block_neon, rows_neon};
-use super::{SendPtr, TaskGrid, WeightFormat};
+use super::{MultiGrid, Product, SendPtr, WeightFormat};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -328,37 +328,76 @@ pub fn matmul_quant_packed(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) {
-    let (n, k) = (w.n, w.k);
-    assert_eq!(x.len(), m * k, "matmul_quant_packed: x is not m×k");
-    assert_eq!(y.len(), m * n, "matmul_quant_packed: y is not m×n");
-    assert!(
-        bias.is_none_or(|b| b.len() == n),
-        "matmul_quant_packed: bias is not n long"
-    );
-    if m == 0 || n == 0 {
+    matmul_quant_packed_many(isa, x, m, &mut [Product { w, bias, y }]);
+}
+
+/// Several products of the same x (each `w.k` = k = x.len() / m; the formats may differ):
+/// x is quantised once, into this thread's reused buffers, and every product's tiles run in
+/// one parallel region. Each y is bit for bit what [`matmul_quant_packed`] gives for its
+/// weights alone.
+pub fn matmul_quant_packed_many(
+    isa: Isa,
+    x: &[f32],
+    m: usize,
+    outs: &mut [Product<'_, PackedQuant>],
+) {
+    let Some(k) = outs.first().map(|o| o.w.k) else {
         return;
-    }
+    };
+    assert_eq!(x.len(), m * k, "matmul_quant_packed: x is not m×k");
+    // Taken out of the thread-local (not borrowed across the parallel loop) so that a nested
+    // call on this thread, e.g. from work stealing, cannot find it borrowed.
     let mut qx = QX.with(|c| std::mem::take(&mut *c.borrow_mut()));
     quantize_rows(isa, x, m, k, &mut qx);
-    let grid = TaskGrid::new(m, MRQ, w.panels.len());
-    let yp = SendPtr(y.as_mut_ptr());
-    let qxr = &qx;
+    matmul_quant_packed_quantised(isa, &qx, m, outs);
+    QX.with(|c| *c.borrow_mut() = qx);
+}
+
+/// y = x · Wᵀ (+ bias) for each product, the `m` rows of x quantised by [`quantize_rows`]
+/// (every `w.k` must be their k), all tiles in one parallel region (see `MultiGrid`).
+pub fn matmul_quant_packed_quantised(
+    isa: Isa,
+    qx: &QuantRows,
+    m: usize,
+    outs: &mut [Product<'_, PackedQuant>],
+) {
+    for o in outs.iter() {
+        let (n, k) = (o.w.n, o.w.k);
+        assert_eq!(qx.q.len(), m * k, "matmul_quant_packed: x is not m×k");
+        assert_eq!(qx.d.len(), m * k / QB, "matmul_quant_packed: x is not m×k");
+        assert_eq!(o.y.len(), m * n, "matmul_quant_packed: y is not m×n");
+        assert!(
+            o.bias.is_none_or(|b| b.len() == n),
+            "matmul_quant_packed: bias is not n long"
+        );
+    }
+    if m == 0 {
+        return;
+    }
+    let grid = MultiGrid::new(m, MRQ, outs.iter().map(|o| o.w.panels.len()));
+    // Raw output pointers, taken here from the exclusive borrows: tasks write disjoint tiles.
+    let ys: Vec<SendPtr> = outs.iter_mut().map(|o| SendPtr(o.y.as_mut_ptr())).collect();
+    let outs = &*outs;
     (0..grid.tasks()).into_par_iter().for_each(|t| {
         let (i0, nrows, panels) = grid.task(t);
-        for s in panels {
+        for g in panels {
+            let (o, s) = grid.panel(g);
+            let Product { w, bias, .. } = &outs[o];
+            let (n, k) = (w.n, w.k);
             let j0 = s * NRQ;
             let ncols = NRQ.min(n - j0);
-            // SAFETY: rows i0..i0+nrows and columns j0..j0+ncols of y belong to this task.
+            // SAFETY: rows i0..i0+nrows and columns j0..j0+ncols of this product's y (m × n,
+            // asserted above) belong to this task (`MultiGrid`).
             unsafe {
                 tile_q(
                     isa,
                     nrows,
-                    &qxr.q[i0 * k..],
-                    &qxr.d[i0 * k / QB..],
-                    &qxr.s[i0 * k / QB..],
+                    &qx.q[i0 * k..],
+                    &qx.d[i0 * k / QB..],
+                    &qx.s[i0 * k / QB..],
                     k,
                     &w.panels[s],
-                    yp.get().add(i0 * n + j0),
+                    ys[o].get().add(i0 * n + j0),
                     n,
                     ncols,
                     bias.map(|b| &b[j0..j0 + ncols]),
@@ -366,7 +405,6 @@ pub fn matmul_quant_packed(
             }
         }
     });
-    QX.with(|c| *c.borrow_mut() = qx);
 }
 
 /// `rows` × NRQ of y: c[i][j] = Σ_b d_x[i,b] · d_w[j,b] · (Σ_e q_x · q_w) [+ m_w[j,b] · s_x[i,b]]

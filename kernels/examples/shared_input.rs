@@ -1,0 +1,173 @@
+//! Q, K and V (or gate and up) of one input: three separate products (x quantised three
+//! times, three parallel regions) against one `*_many` call (quantised once, one region),
+//! alternated in one process so that both see the same machine load. Prints the minimum and
+//! the median wall time of each, and the mean CPU time of all threads (which a busy machine
+//! disturbs less: it leaves out the time other processes hold the cores).
+//!
+//! cargo run --release -p quiver-kernels --example shared_input [reps]
+
+use quiver_kernels::matmul::int16::{matmul_i16, matmul_i16_many, PackedI16};
+use quiver_kernels::matmul::q8::{matmul_quant_packed, matmul_quant_packed_many, PackedQuant};
+use quiver_kernels::matmul::{FloatFormat, Isa, Product, WeightFormat};
+use std::time::Instant;
+
+fn values(n: usize, seed: u32) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / 8e6 - 1.0)
+        .collect()
+}
+
+fn f16_bytes(n: usize, k: usize, seed: u32) -> Vec<u8> {
+    values(n * k, seed)
+        .iter()
+        .flat_map(|&v| half::f16::from_f32(v * 0.1).to_le_bytes())
+        .collect()
+}
+
+fn q8_bytes(n: usize, k: usize, seed: u32) -> Vec<u8> {
+    let v = values(n * k, seed);
+    let mut out = Vec::new();
+    for b in v.chunks(32) {
+        out.extend_from_slice(&half::f16::from_f32(0.001).to_le_bytes());
+        out.extend(b.iter().map(|&x| (x * 127.0) as i8 as u8));
+    }
+    out
+}
+
+/// CPU time of all this process's threads so far (ns): counts work and the spinning of idle
+/// rayon workers, not the time the machine's other load takes the cores away.
+fn cpu_ns() -> u64 {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.filter_map(|e| {
+                let s = std::fs::read_to_string(e.ok()?.path().join("schedstat")).ok()?;
+                s.split_whitespace().next()?.parse::<u64>().ok()
+            })
+            .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn stats(mut t: Vec<f64>) -> (f64, f64) {
+    t.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (t[0], t[t.len() / 2])
+}
+
+/// Times `sep` and `many` alternately, `reps` each; prints the minimum and median wall time
+/// and the mean CPU time (ms).
+fn compare(what: &str, reps: usize, mut sep: impl FnMut(), mut many: impl FnMut()) {
+    sep();
+    many();
+    let (mut wall, mut cpu) = ([Vec::new(), Vec::new()], [0u64; 2]);
+    for _ in 0..reps {
+        for (i, (wall, cpu)) in wall.iter_mut().zip(cpu.iter_mut()).enumerate() {
+            let c = cpu_ns();
+            let t = Instant::now();
+            if i == 0 {
+                sep()
+            } else {
+                many()
+            }
+            wall.push(t.elapsed().as_secs_f64() * 1e3);
+            *cpu += cpu_ns() - c;
+        }
+    }
+    let [a, b] = wall.map(stats);
+    let cpu = cpu.map(|c| c as f64 / 1e6 / reps as f64);
+    println!(
+        "{what:<30} wall min/med, cpu ms: separate {:7.3} {:7.3} {:7.3} | many {:7.3} {:7.3} {:7.3} | many/separate: min {:.3} cpu {:.3}",
+        a.0, a.1, cpu[0], b.0, b.1, cpu[1], b.0 / a.0, cpu[1] / cpu[0]
+    );
+}
+
+fn main() {
+    let reps: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let isa = Isa::detect();
+    println!(
+        "isa {isa:?}, rayon threads {}",
+        rayon::current_num_threads()
+    );
+    // (name, k, widths of the products)
+    let cases: [(&str, usize, &[usize]); 2] = [
+        ("minilm qkv", 384, &[384, 384, 384]),
+        ("smollm2 gate/up", 576, &[1536, 1536]),
+    ];
+    for (name, k, widths) in cases {
+        for m in [10, 2560, 16000] {
+            if name.starts_with("smollm2") && m == 16000 {
+                continue;
+            }
+            let x = values(m * k, 7);
+            let mut ys: Vec<Vec<f32>> = widths.iter().map(|&n| vec![0.0; m * n]).collect();
+            let biases: Vec<Vec<f32>> = widths.iter().map(|&n| values(n, 3)).collect();
+
+            let ws: Vec<PackedI16> = widths
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| PackedI16::pack(FloatFormat::F16, &f16_bytes(n, k, i as u32), n, k))
+                .collect();
+            let ysp: *mut Vec<Vec<f32>> = &mut ys;
+            // SAFETY: the two closures run one at a time.
+            let (ya, yb) = unsafe { (&mut *ysp, &mut *ysp) };
+            compare(
+                &format!("int16 {name} m={m}"),
+                reps,
+                || {
+                    for ((w, b), y) in ws.iter().zip(&biases).zip(ya.iter_mut()) {
+                        matmul_i16(isa, &x, m, w, Some(b), y);
+                    }
+                },
+                || {
+                    let mut outs: Vec<Product<'_, PackedI16>> = ws
+                        .iter()
+                        .zip(&biases)
+                        .zip(yb.iter_mut())
+                        .map(|((w, b), y)| Product {
+                            w,
+                            bias: Some(b),
+                            y,
+                        })
+                        .collect();
+                    matmul_i16_many(isa, &x, m, &mut outs);
+                },
+            );
+
+            if m <= 4 {
+                continue;
+            }
+            let ws: Vec<PackedQuant> = widths
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| {
+                    PackedQuant::pack(WeightFormat::Q8_0, &q8_bytes(n, k, i as u32), n, k)
+                })
+                .collect();
+            let (ya, yb) = unsafe { (&mut *ysp, &mut *ysp) };
+            compare(
+                &format!("q8 {name} m={m}"),
+                reps,
+                || {
+                    for ((w, b), y) in ws.iter().zip(&biases).zip(ya.iter_mut()) {
+                        matmul_quant_packed(isa, &x, m, w, Some(b), y);
+                    }
+                },
+                || {
+                    let mut outs: Vec<Product<'_, PackedQuant>> = ws
+                        .iter()
+                        .zip(&biases)
+                        .zip(yb.iter_mut())
+                        .map(|((w, b), y)| Product {
+                            w,
+                            bias: Some(b),
+                            y,
+                        })
+                        .collect();
+                    matmul_quant_packed_many(isa, &x, m, &mut outs);
+                },
+            );
+        }
+    }
+}
