@@ -5,7 +5,10 @@
 mod common;
 
 use common::*;
+use quiver::arch::Batch;
 use quiver::backend::cpu::Cpu;
+use quiver::backend::Backend;
+use quiver::embed::{pool, Pooling};
 use quiver::gguf::GgufFile;
 use quiver::model::Model;
 use std::path::Path;
@@ -85,10 +88,11 @@ fn check_model(
     }
     println!(
         "{key}: worst cosine vs PyTorch {:.6}, vs llama.cpp {:.6}; worst pooled norm {:.3} % off \
-         PyTorch's",
+         PyTorch's{}",
         worst.0,
         worst.1,
-        worst_norm * 100.0
+        worst_norm * 100.0,
+        if check_norm { "" } else { " (no bound on it)" }
     );
 }
 
@@ -100,6 +104,47 @@ fn f16_matches_pytorch_and_llamacpp() {
         0.9999,
         0.9999,
         true,
+    );
+}
+
+/// The packed kernels' own error, apart from the F16 weights' rounding: the server's path
+/// (13-bit integer matmuls, bf16/int16 attention) against exact f32 arithmetic on the same
+/// file (the backend unprepared: f32 products of the F16 weights, f32 attention). The exact
+/// run sits within 0.02 % of PyTorch's pooled norms, so this is most of what the golden
+/// test's 0.1 % bound sees. Measured: worst 0.059 %, rms 0.030 %.
+#[test]
+fn f16_packed_kernels_stay_close_to_exact_math() {
+    let file = Arc::new(GgufFile::open(&fixture("all-minilm-f16.gguf")).unwrap());
+    let arch = quiver::arch::load(file.clone()).unwrap();
+    let cases = cases();
+    let batch = Batch::new(&cases.iter().map(|c| c.ids.clone()).collect::<Vec<_>>());
+    let packed = Cpu::new();
+    packed.prepare(&file);
+    let pooled = |backend: &Cpu| {
+        pool(
+            &arch.forward(backend, &batch),
+            384,
+            &batch.seqs,
+            Pooling::Mean,
+        )
+    };
+    let (exact, fast) = (pooled(&Cpu::new()), pooled(&packed));
+    let (mut worst, mut sum_sq, mut worst_cos) = (0.0f64, 0.0f64, 1.0f64);
+    for (i, (e, f)) in exact.iter().zip(&fast).enumerate() {
+        let rel = (norm(f) - norm(e)).abs() / norm(e);
+        (worst, sum_sq) = (worst.max(rel), sum_sq + rel * rel);
+        worst_cos = worst_cos.min(cosine(f, e));
+        assert!(
+            rel <= 8e-4,
+            "case {i}: packed pooled norm {rel} off the exact one"
+        );
+        assert!(cosine(f, e) >= 0.99999, "case {i}: cosine {}", cosine(f, e));
+    }
+    println!(
+        "packed vs exact f32 (all-minilm F16): pooled norm worst {:.3} %, rms {:.3} %; worst \
+         cosine {worst_cos:.7}",
+        worst * 100.0,
+        (sum_sq / exact.len() as f64).sqrt() * 100.0
     );
 }
 

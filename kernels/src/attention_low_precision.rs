@@ -607,7 +607,11 @@ mod tests {
                                 (e / sum * 32767.0).round() * vq
                             })
                             .sum();
-                        let unit = if causal { 1.0 } else { vmax[c] / (32767.0 * 32767.0) };
+                        let unit = if causal {
+                            1.0
+                        } else {
+                            vmax[c] / (32767.0 * 32767.0)
+                        };
                         out[i * qd + qc + c] = (dot * unit) as f32;
                     }
                 }
@@ -648,10 +652,7 @@ mod tests {
                 // f32 products, only the summation order differs.
                 let bound = if causal { 1e-5 } else { 3.0 / 32767.0 };
                 for ((g, w), e) in got.iter().zip(&want).zip(&exact) {
-                    assert!(
-                        (g - w).abs() <= bound,
-                        "{s:?} causal={causal}: {g} vs {w}"
-                    );
+                    assert!((g - w).abs() <= bound, "{s:?} causal={causal}: {g} vs {w}");
                     assert!(
                         (g - e).abs() <= 3e-2,
                         "{s:?} causal={causal}: {g} vs exact {e}"

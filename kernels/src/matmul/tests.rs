@@ -434,6 +434,36 @@ mod int16_path {
         }
     }
 
+    /// Each chunk of k has its own scale: one huge activation spoils only its own chunk. Here
+    /// it meets zero weights, so the exact product ignores it; the other chunks must keep the
+    /// precision of their own values (one scale per row would quantise them in steps of
+    /// 1000/4095 and miss the bound ~100×).
+    #[test]
+    fn an_outlier_costs_precision_only_in_its_chunk() {
+        use super::super::int16::KC;
+        let mut rng = Rng::new(18);
+        let (n, k, m) = (64, 3 * KC, 2);
+        let mut w = rng.vec(n * k);
+        for row in w.chunks_mut(k) {
+            row[..KC].fill(0.0);
+        }
+        let (bytes, wv) = f16_bytes(&w);
+        let packed = PackedI16::pack(FloatFormat::F16, &bytes, n, k);
+        let mut x = rng.vec(m * k);
+        x[5] = 1000.0;
+        let mut want = vec![0.0; m * n];
+        matmul_f32_ref(&x, &wv, m, k, n, &mut want);
+        // Two chunks of KC products, each off by ≤ (|x| + |w| + ε)/(2·QMAX), |x|, |w| ≤ 1.
+        let bound = 2.0 * KC as f32 * 2.01 / (2.0 * QMAX);
+        for isa in Isa::available() {
+            let mut got = vec![0.0; m * n];
+            matmul_i16(isa, &x, m, &packed, None, &mut got);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!((g - w).abs() <= bound, "{isa:?} {i}: {g} vs {w}");
+            }
+        }
+    }
+
     #[test]
     fn bf16_and_f32_weights_pack_too() {
         let mut rng = Rng::new(17);
