@@ -191,6 +191,14 @@ mod x86 {
             let r = MR.min(len - i);
             // Keys any row of the block sees (causal: up to its last row).
             let seen = if causal { i + r } else { len };
+            // The block's output lines, asked for now for writing: they arrive while the
+            // scores and the softmax run instead of stalling the last stores.
+            for row in 0..r {
+                let o = out.add((base + i + row) * qd + h * hd);
+                for c in (0..hd).step_by(16) {
+                    _mm_prefetch::<_MM_HINT_ET0>(o.add(c).cast());
+                }
+            }
             for panel in 0..seen.div_ceil(W) {
                 let a = sc.qb.as_ptr().add(i * hp);
                 let b = sc.kp.as_ptr().add(panel * hp * W);
