@@ -84,8 +84,9 @@ pub fn supported(isa: Isa, head_dim: usize) -> bool {
 /// checked [`supported`], `seq.len() ≤ MAX_LEN`, and that `out` holds the sequence's rows.
 ///
 /// # Safety
-/// `out` must be valid for writes of the rows `seq` × columns `h·head_dim..+head_dim`, and no
-/// other thread may touch those while this runs.
+/// [`supported`] must hold for this machine (the kernels use AVX-512 BF16 and VNNI); `out`
+/// must be valid for writes of the rows `seq` × columns `h·head_dim..+head_dim`, and no other
+/// thread may touch those while this runs.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn one_head(
     q: &[f32],
@@ -99,7 +100,7 @@ pub(crate) unsafe fn one_head(
     sc: &mut Scratch,
 ) {
     let end = seq.end;
-    assert!(seq.len() <= MAX_LEN && s.head_dim.is_multiple_of(W));
+    assert!(seq.len() <= MAX_LEN && s.head_dim.is_multiple_of(W) && h < s.n_head);
     assert!(q.len() >= end * s.q_dim() && k.len() >= end * s.kv_dim());
     assert!(v.len() >= end * s.kv_dim());
     #[cfg(target_arch = "x86_64")]

@@ -71,8 +71,8 @@ struct Packed {
 
 impl Packed {
     /// The layer weights are 16-bit or quantised (only those are packed): attention may then
-    /// round its inputs to bf16 too. An F32 model keeps exact f32 attention, as it keeps
-    /// exact f32 matmuls.
+    /// run in 16-bit arithmetic too (`attention_low_precision`: bf16 scores, int16 P·V). An
+    /// F32 model keeps exact f32 attention, as it keeps exact f32 matmuls.
     fn low_precision(&self) -> bool {
         !self.by_addr.is_empty()
     }
