@@ -1,15 +1,18 @@
 //! Softmax attention, parallel over (sequence, head) pairs: the same result as the scalar
 //! reference `attention::attention`, which the tests compare it with.
 //!
-//! Per pair it is two small matrix products on the float micro-kernel of the matmul: the
-//! head's keys are packed into panels (scores = Q·Kᵀ), then its values (out = P·V), with a
-//! vectorised exponential between them and the softmax's division applied to the output rows.
-//! BERT's heads are 32 wide: one panel of values. [`attention_low_precision`] runs each pair
-//! in bf16 and int16 instead (the `attention_low_precision` module), for models whose weights
-//! are 16-bit or quantised.
+//! With AVX-512 and a head width that is a multiple of 32, each pair runs fused, 8 query
+//! rows at a time (the `attention_fused` module): in f32 for [`attention`], in bf16 and int16
+//! for [`attention_low_precision`] where the CPU has AVX-512 BF16 and VNNI (models whose
+//! weights are 16-bit or quantised).
+//!
+//! Elsewhere (AVX2, NEON, other head widths), per pair it is two small matrix products on the
+//! float micro-kernel of the matmul: the head's keys are packed into panels (scores = Q·Kᵀ),
+//! then its values (out = P·V), with a vectorised exponential between them and the softmax's
+//! division applied to the output rows.
 
 use crate::attention::AttnShape;
-use crate::attention_low_precision as low;
+use crate::attention_fused as fused;
 use crate::matmul::float::{mr_for, tile};
 use crate::matmul::pack::NR;
 use crate::matmul::{Isa, SendPtr};
@@ -28,8 +31,8 @@ struct Scratch {
     p: Vec<f32>,
     /// Per query row, 1 / Σ of its probabilities.
     inv_sum: Vec<f32>,
-    /// The 16-bit path's buffers.
-    low: low::Scratch,
+    /// The fused path's buffers.
+    fused: fused::Scratch,
 }
 
 thread_local! {
@@ -48,11 +51,22 @@ pub fn attention(
     causal: bool,
     out: &mut [f32],
 ) {
-    run(isa, false, q, k, v, seqs, s, causal, out)
+    let path = fused::Precision::F32;
+    run(
+        isa,
+        fused::supported(isa, s.head_dim, path).then_some(path),
+        q,
+        k,
+        v,
+        seqs,
+        s,
+        causal,
+        out,
+    )
 }
 
 /// [`attention`] with its products in bf16 and int16 where the machine has AVX-512 BF16 and
-/// VNNI and the head width suits ([`low::supported`]), else exactly as [`attention`]: for
+/// VNNI and the head width suits ([`fused::supported`]), else exactly as [`attention`]: for
 /// models whose weights are themselves 16-bit or quantised.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_low_precision(
@@ -65,14 +79,17 @@ pub fn attention_low_precision(
     causal: bool,
     out: &mut [f32],
 ) {
-    let low = low::supported(isa, s.head_dim);
-    run(isa, low, q, k, v, seqs, s, causal, out)
+    let path = [fused::Precision::Low, fused::Precision::F32]
+        .into_iter()
+        .find(|&p| fused::supported(isa, s.head_dim, p));
+    run(isa, path, q, k, v, seqs, s, causal, out)
 }
 
 #[allow(clippy::too_many_arguments)]
+/// `path`: the precision of the fused path, where the machine and head width have one.
 fn run(
     isa: Isa,
-    low: bool,
+    path: Option<fused::Precision>,
     q: &[f32],
     k: &[f32],
     v: &[f32],
@@ -106,12 +123,16 @@ fn run(
         }
         // Taken out of the thread-local so a nested call (work stealing) cannot find it borrowed.
         let mut sc = SCRATCH.with(|c| std::mem::take(&mut *c.borrow_mut()));
-        if low && seq.len() <= low::MAX_LEN {
-            // SAFETY: rows `seq` × the columns of head h of out belong to this pair alone;
-            // the asserts above cover the sequence's rows.
-            unsafe { low::one_head(q, k, v, seq, h, s, causal, op.get(), &mut sc.low) };
-        } else {
-            one_head(isa, q, k, v, seq, h, s, causal, op, &mut sc);
+        match path {
+            Some(p) if seq.len() <= fused::MAX_LEN => {
+                let out = op.get();
+                // SAFETY: `fused::supported` held for p; rows `seq` × the columns of head h of
+                // out belong to this pair alone; the asserts above cover the sequence's rows.
+                unsafe { fused::one_head(p, q, k, v, seq, h, s, causal, out, &mut sc.fused) };
+            }
+            _ => {
+                one_head(isa, q, k, v, seq, h, s, causal, op, &mut sc);
+            }
         }
         SCRATCH.with(|c| *c.borrow_mut() = sc);
     });
@@ -282,7 +303,7 @@ mod tests {
         let mut rng = Rng::new(11);
         let seqs = vec![0..1, 1..11, 11..44, 44..47];
         let tokens = 47;
-        for (n_head, n_head_kv, head_dim) in [(12, 12, 32), (4, 2, 16), (2, 1, 7)] {
+        for (n_head, n_head_kv, head_dim) in [(12, 12, 32), (4, 2, 64), (4, 2, 16), (2, 1, 7)] {
             let s = AttnShape {
                 n_head,
                 n_head_kv,

@@ -4,7 +4,7 @@
 
 pub mod attention;
 pub mod attention_fast;
-pub mod attention_low_precision;
+pub mod attention_fused;
 pub mod matmul;
 pub mod ops;
 pub mod ops_fast;

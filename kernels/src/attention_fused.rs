@@ -1,8 +1,15 @@
-//! Attention of one (sequence, head) pair in 16-bit arithmetic, for models whose weights are
-//! themselves 16-bit or quantised (the backend decides):
+//! Attention of one (sequence, head) pair fused per block of 8 query rows, with AVX-512:
+//! the block's scores, its softmax while they are in L1, then its share of P·V. Two
+//! precisions ([`Precision`]):
+//!
+//! [`Precision::F32`]: f32 products and sums throughout, the scalar reference's result up to
+//! rounding (AVX-512 F/BW/VL).
+//!
+//! [`Precision::Low`], for models whose weights are themselves 16-bit or quantised (the
+//! backend decides; AVX-512 BF16 and VNNI):
 //! - scores Q·Kᵀ with bf16 products (VDPBF16PS: pairs of bf16 multiplied and added into f32
 //!   lanes, twice the multiply-adds of an f32 FMA);
-//! - the softmax in f32, eight query rows at a time, while their scores are in L1;
+//! - the softmax in f32;
 //! - bidirectional (encoder) attention: out = P·V with int16 products summed exactly in
 //!   int32 (VPDPWSSD, again twice an f32 FMA): each probability, already divided by its
 //!   row's sum, as a multiple of 1/32767, and each value as a multiple of its column's
@@ -23,8 +30,9 @@
 //! rounds by ≤ ½), and |v| ≤ 32767, so |Σ p·v| ≤ (32767 + len/2)·32767 < 2³¹ for
 //! len ≤ [`MAX_LEN`].
 //!
-//! Layouts, with a "pair" = one u32 holding two 16-bit values (element 2t low, 2t+1 high),
-//! the unit both dot-product instructions work on:
+//! Layouts of `Low`, with a "pair" = one u32 holding two 16-bit values (element 2t low, 2t+1
+//! high), the unit both dot-product instructions work on (`F32` reads q and v where they are
+//! and keeps its keys in `kf`: panels of 32 keys, per head dimension d the 32 keys' value d):
 //! - `qb`: per query row, its head_dim/2 bf16 pairs.
 //! - `kp`: keys in panels of 32; per panel, per pair index t, 32 keys' pair t (two vectors).
 //! - `vp`: per key pair t (keys 2t, 2t+1), per column c, the two keys' int16 values of c.
@@ -40,7 +48,17 @@ const W: usize = 32;
 /// Query rows per block: 8 rows × 2 vectors = 16 accumulators.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the kernel is x86-64 only
 const MR: usize = 8;
-/// Longest sequence this path takes (see the overflow note above); longer ones take f32.
+/// The arithmetic of [`one_head`] (see the module note).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Precision {
+    /// f32 throughout.
+    F32,
+    /// bf16 scores; int16 P·V for bidirectional attention.
+    Low,
+}
+
+/// Longest sequence this path takes (see the overflow note above); longer ones take the
+/// unfused path.
 pub const MAX_LEN: usize = 1 << 15;
 /// The int16 scale of probabilities and of each value column's largest magnitude.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -50,6 +68,8 @@ const Q15: f32 = 32767.0;
 #[derive(Default)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the kernel is x86-64 only
 pub(crate) struct Scratch {
+    /// `F32`: the keys in f32 panels.
+    kf: Vec<f32>,
     qb: Vec<u32>,
     kp: Vec<u32>,
     vp: Vec<u32>,
@@ -63,18 +83,20 @@ pub(crate) struct Scratch {
     pq: Vec<i16>,
 }
 
-/// Whether this machine and head width can take this path (else: the f32 one).
-pub fn supported(isa: Isa, head_dim: usize) -> bool {
+/// Whether this machine and head width can take this path at `precision` (else: the
+/// unfused f32 one).
+pub fn supported(isa: Isa, head_dim: usize, precision: Precision) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        isa >= Isa::Avx512Vnni
-            && head_dim > 0
-            && head_dim.is_multiple_of(W)
-            && is_x86_feature_detected!("avx512bf16")
+        let cpu = match precision {
+            Precision::F32 => isa >= Isa::Avx512,
+            Precision::Low => isa >= Isa::Avx512Vnni && is_x86_feature_detected!("avx512bf16"),
+        };
+        cpu && head_dim > 0 && head_dim.is_multiple_of(W)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (isa, head_dim);
+        let _ = (isa, head_dim, precision);
         false
     }
 }
@@ -84,11 +106,13 @@ pub fn supported(isa: Isa, head_dim: usize) -> bool {
 /// checked [`supported`], `seq.len() ≤ MAX_LEN`, and that `out` holds the sequence's rows.
 ///
 /// # Safety
-/// [`supported`] must hold for this machine (the kernels use AVX-512 BF16 and VNNI); `out`
+/// [`supported`] must hold for this machine and `precision` (the kernels use AVX-512, and
+/// for `Low` its BF16 and VNNI extensions); `out`
 /// must be valid for writes of the rows `seq` × columns `h·head_dim..+head_dim`, and no other
 /// thread may touch those while this runs.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn one_head(
+    precision: Precision,
     q: &[f32],
     k: &[f32],
     v: &[f32],
@@ -104,15 +128,18 @@ pub(crate) unsafe fn one_head(
     assert!(q.len() >= end * s.q_dim() && k.len() >= end * s.kv_dim());
     assert!(v.len() >= end * s.kv_dim());
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: `supported` checked AVX-512 F/BW/VL, VNNI and BF16; the asserts above bound
-    // every read, the caller every write.
+    // SAFETY: `supported` checked the CPU features; the asserts above bound every read, the
+    // caller every write.
     unsafe {
-        x86::one_head(q, k, v, seq, h, s, causal, out, sc)
+        match precision {
+            Precision::F32 => x86::one_head_f32(q, k, v, seq, h, s, causal, out, sc),
+            Precision::Low => x86::one_head(q, k, v, seq, h, s, causal, out, sc),
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (q, k, v, seq, h, s, causal, out, sc);
-        unreachable!("attention_low_precision::supported is false off x86-64");
+        let _ = (precision, q, k, v, seq, h, s, causal, out, sc);
+        unreachable!("attention_fused::supported is false off x86-64");
     }
 }
 
@@ -192,14 +219,7 @@ mod x86 {
             let r = MR.min(len - i);
             // Keys any row of the block sees (causal: up to its last row).
             let seen = if causal { i + r } else { len };
-            // The block's output lines, asked for now for writing: they arrive while the
-            // scores and the softmax run instead of stalling the last stores.
-            for row in 0..r {
-                let o = out.add((base + i + row) * qd + h * hd);
-                for c in (0..hd).step_by(16) {
-                    _mm_prefetch::<_MM_HINT_ET0>(o.add(c).cast());
-                }
-            }
+            prefetch_block_out(out.add((base + i) * qd + h * hd), r, qd, hd);
             for panel in 0..seen.div_ceil(W) {
                 let a = sc.qb.as_ptr().add(i * hp);
                 let b = sc.kp.as_ptr().add(panel * hp * W);
@@ -226,6 +246,74 @@ mod x86 {
                 }
             }
             i += r;
+        }
+    }
+
+    /// [`Precision::F32`]: the same blocks, with f32 scores (queries read in place, keys in
+    /// f32 panels), the f32 softmax and f32 P·V (values read in place).
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+    pub(super) unsafe fn one_head_f32(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        seq: Range<usize>,
+        h: usize,
+        s: AttnShape,
+        causal: bool,
+        out: *mut f32,
+        sc: &mut Scratch,
+    ) {
+        let hd = s.head_dim;
+        let (qd, kd, kh) = (s.q_dim(), s.kv_dim(), s.kv_head(h));
+        let (base, len) = (seq.start, seq.len());
+        let lp = len.next_multiple_of(W);
+        // Keys: column j % 32 of panel j / 32, one row per head dimension.
+        sc.kf.clear();
+        sc.kf.resize(len.div_ceil(W) * hd * W, 0.0);
+        for j in 0..len {
+            let src = k.as_ptr().add((base + j) * kd + kh * hd);
+            prefetch_ahead(src, kd);
+            let panel = sc.kf.as_mut_ptr().add((j / W) * hd * W + j % W);
+            for d in 0..hd {
+                *panel.add(d * W) = *src.add(d);
+            }
+        }
+        sc.s.resize(MR * lp, 0.0);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut i = 0;
+        while i < len {
+            let r = MR.min(len - i);
+            let seen = if causal { i + r } else { len };
+            prefetch_block_out(out.add((base + i) * qd + h * hd), r, qd, hd);
+            let a = q.as_ptr().add((base + i) * qd + h * hd);
+            for panel in 0..seen.div_ceil(W) {
+                let b = sc.kf.as_ptr().add(panel * hd * W);
+                let c = sc.s.as_mut_ptr().add(panel * W);
+                by_rows!(r, scores_tile_f32(a, qd, b, hd, c, lp));
+            }
+            for row in 0..r {
+                let visible = if causal { i + row + 1 } else { len };
+                softmax_f32(&mut sc.s[row * lp..(row + 1) * lp], visible, seen, scale);
+            }
+            for chunk in (0..hd).step_by(W) {
+                let c = out.add((base + i) * qd + h * hd + chunk);
+                let v = v.as_ptr().add(base * kd + kh * hd + chunk);
+                by_rows!(r, values_tile_f32(sc.s.as_ptr(), lp, v, kd, seen, c, qd));
+            }
+            i += r;
+        }
+    }
+
+    /// Asks for the output lines of a block of `r` rows (stride `ld`, `hd` wide) for writing:
+    /// they arrive while its scores and softmax run instead of stalling the last stores.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn prefetch_block_out(first: *mut f32, r: usize, ld: usize, hd: usize) {
+        for row in 0..r {
+            for c in (0..hd).step_by(16) {
+                _mm_prefetch::<_MM_HINT_ET0>(first.add(row * ld + c).cast());
+            }
         }
     }
 
@@ -523,6 +611,34 @@ mod x86 {
         }
     }
 
+    /// c[R × 32] = Σ_d a[r][d] · b[d][0..32] in f32: R query rows (stride `lda`) against one
+    /// panel of 32 keys (`hd` dimensions), stored with row stride `ldc`.
+    #[inline(never)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn scores_tile_f32<const R: usize>(
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        hd: usize,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        for d in 0..hd {
+            let b0 = _mm512_loadu_ps(b.add(d * W));
+            let b1 = _mm512_loadu_ps(b.add(d * W + 16));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_ps(*a.add(r * lda + d));
+                acc[0] = _mm512_fmadd_ps(x, b0, acc[0]);
+                acc[1] = _mm512_fmadd_ps(x, b1, acc[1]);
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            _mm512_storeu_ps(c.add(r * ldc), acc[0]);
+            _mm512_storeu_ps(c.add(r * ldc + 16), acc[1]);
+        }
+    }
+
     /// c[R × 32] = Σ_t a[r][t] · b[t][0..32]: R query rows (stride `lda` pairs) against one
     /// panel of 32 keys (`tn` pairs deep), stored with row stride `ldc`.
     #[inline(never)]
@@ -631,7 +747,7 @@ mod tests {
 
     #[test]
     fn matches_its_emulation_and_stays_close_to_f32() {
-        if !supported(Isa::detect(), 32) {
+        if !supported(Isa::detect(), 32, Precision::Low) {
             println!("skipped: no AVX-512 BF16 + VNNI on this machine");
             return;
         }
