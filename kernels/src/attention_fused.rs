@@ -48,7 +48,7 @@ const W: usize = 32;
 /// Query rows per block: 8 rows × 2 vectors = 16 accumulators.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the kernel is x86-64 only
 const MR: usize = 8;
-/// The arithmetic of [`one_head`] (see the module note).
+/// The arithmetic of a fused (sequence, head) pair (see the module note).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Precision {
     /// f32 throughout.
