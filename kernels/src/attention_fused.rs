@@ -133,7 +133,7 @@ pub(crate) unsafe fn one_head(
     unsafe {
         match precision {
             Precision::F32 => x86::one_head_f32(q, k, v, seq, h, s, causal, out, sc),
-            Precision::Low => x86::one_head(q, k, v, seq, h, s, causal, out, sc),
+            Precision::Low => x86::one_head_low(q, k, v, seq, h, s, causal, out, sc),
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -185,9 +185,11 @@ mod x86 {
         };
     }
 
+    /// [`Precision::Low`]: bf16 queries and keys packed into pairs, values into int16 pairs
+    /// (not causal), then the blocks.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx512vnni,avx2,fma")]
-    pub(super) unsafe fn one_head(
+    pub(super) unsafe fn one_head_low(
         q: &[f32],
         k: &[f32],
         v: &[f32],
