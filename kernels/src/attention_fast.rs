@@ -227,6 +227,28 @@ fn divide_rows(out: SendPtr, first: usize, stride: usize, hd: usize, inv_sum: &[
     }
 }
 
+/// The keys of rows `rows` (each `hd` values from column `col` of a row of `stride`) in the
+/// float micro-kernel's panels: key j is column j % NR of panel j / NR, one panel row per
+/// head dimension; the last panel's missing keys are zero.
+pub(crate) fn pack_key_panels(
+    k: &[f32],
+    rows: Range<usize>,
+    stride: usize,
+    col: usize,
+    hd: usize,
+    kp: &mut Vec<f32>,
+) {
+    kp.clear();
+    kp.resize(rows.len().div_ceil(NR) * hd * NR, 0.0);
+    for (j, row) in rows.enumerate() {
+        let kj = &k[row * stride + col..][..hd];
+        let panel = &mut kp[(j / NR) * hd * NR + j % NR..];
+        for (dst, &x) in panel.iter_mut().step_by(NR).zip(kj) {
+            *dst = x;
+        }
+    }
+}
+
 /// Scores of head `h` over `seq` into `sc.p` (rows of stride `lp`): Q_h (rows of stride qd)
 /// · K_hᵀ on the float micro-kernel, keys transposed into its panels first.
 #[allow(clippy::too_many_arguments)]
@@ -244,16 +266,7 @@ fn scores_f32(
     let (qd, kd, kh) = (s.q_dim(), s.kv_dim(), s.kv_head(h));
     let (base, len) = (seq.start, seq.len());
     let kpanels = len.div_ceil(NR);
-    sc.kp.clear();
-    sc.kp.resize(kpanels * hd * NR, 0.0);
-    // Column j%NR of panel j/NR, one row per head dimension.
-    for (j, row) in (base..base + len).enumerate() {
-        let kj = &k[row * kd + kh * hd..][..hd];
-        let panel = &mut sc.kp[(j / NR) * hd * NR + j % NR..];
-        for (dst, &x) in panel.iter_mut().step_by(NR).zip(kj) {
-            *dst = x;
-        }
-    }
+    pack_key_panels(k, seq.clone(), kd, kh * hd, hd, &mut sc.kp);
     let mr = mr_for(isa);
     let mut i = 0;
     while i < len {

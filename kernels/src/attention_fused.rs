@@ -45,6 +45,8 @@ use std::ops::Range;
 /// Keys per score panel, and head dimensions per conversion or output chunk: two 16-lane
 /// vectors. Score rows are padded to a multiple of it.
 const W: usize = 32;
+// The F32 scores run on the matmul's float micro-kernel, one of its panels per W keys.
+const _: () = assert!(W == crate::matmul::pack::NR);
 /// Query rows per block: 8 rows × 2 vectors = 16 accumulators.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the kernel is x86-64 only
 const MR: usize = 8;
@@ -148,6 +150,8 @@ mod x86 {
     //! The tiles and the per-row softmax are kept out of line: each call is a loop of
     //! hundreds to thousands of instructions, and they show as their own symbols in profiles.
     use super::*;
+    use crate::attention_fast::pack_key_panels;
+    use crate::matmul::float;
     use std::arch::x86_64::*;
 
     /// 32 floats → 16 bf16 pairs, rounded to nearest even.
@@ -251,8 +255,9 @@ mod x86 {
         }
     }
 
-    /// [`Precision::F32`]: the same blocks, with f32 scores (queries read in place, keys in
-    /// f32 panels), the f32 softmax and f32 P·V (values read in place).
+    /// [`Precision::F32`]: the same blocks, with f32 scores on the matmul's float
+    /// micro-kernel (queries read in place, keys in its panels, packed as the unfused path
+    /// packs them), the f32 softmax and f32 P·V (values read in place).
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
     pub(super) unsafe fn one_head_f32(
@@ -270,17 +275,7 @@ mod x86 {
         let (qd, kd, kh) = (s.q_dim(), s.kv_dim(), s.kv_head(h));
         let (base, len) = (seq.start, seq.len());
         let lp = len.next_multiple_of(W);
-        // Keys: column j % 32 of panel j / 32, one row per head dimension.
-        sc.kf.clear();
-        sc.kf.resize(len.div_ceil(W) * hd * W, 0.0);
-        for j in 0..len {
-            let src = k.as_ptr().add((base + j) * kd + kh * hd);
-            prefetch_ahead(src, kd);
-            let panel = sc.kf.as_mut_ptr().add((j / W) * hd * W + j % W);
-            for d in 0..hd {
-                *panel.add(d * W) = *src.add(d);
-            }
-        }
+        pack_key_panels(k, seq.clone(), kd, kh * hd, hd, &mut sc.kf);
         sc.s.resize(MR * lp, 0.0);
         let scale = 1.0 / (hd as f32).sqrt();
         let mut i = 0;
@@ -292,7 +287,8 @@ mod x86 {
             for panel in 0..seen.div_ceil(W) {
                 let b = sc.kf.as_ptr().add(panel * hd * W);
                 let c = sc.s.as_mut_ptr().add(panel * W);
-                by_rows!(r, scores_tile_f32(a, qd, b, hd, c, lp));
+                // The matmul's f32 micro-kernel: 8 rows × one panel of NR = W keys.
+                float::tile(Isa::Avx512, r, a, qd, b, hd, c, lp, W, false);
             }
             for row in 0..r {
                 let visible = if causal { i + row + 1 } else { len };
@@ -610,34 +606,6 @@ mod x86 {
                 c.add(r * ldc + 16),
                 _mm512_mul_ps(_mm512_cvtepi32_ps(acc[1]), s1),
             );
-        }
-    }
-
-    /// c[R × 32] = Σ_d a[r][d] · b[d][0..32] in f32: R query rows (stride `lda`) against one
-    /// panel of 32 keys (`hd` dimensions), stored with row stride `ldc`.
-    #[inline(never)]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    unsafe fn scores_tile_f32<const R: usize>(
-        a: *const f32,
-        lda: usize,
-        b: *const f32,
-        hd: usize,
-        c: *mut f32,
-        ldc: usize,
-    ) {
-        let mut acc = [[_mm512_setzero_ps(); 2]; R];
-        for d in 0..hd {
-            let b0 = _mm512_loadu_ps(b.add(d * W));
-            let b1 = _mm512_loadu_ps(b.add(d * W + 16));
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let x = _mm512_set1_ps(*a.add(r * lda + d));
-                acc[0] = _mm512_fmadd_ps(x, b0, acc[0]);
-                acc[1] = _mm512_fmadd_ps(x, b1, acc[1]);
-            }
-        }
-        for (r, acc) in acc.iter().enumerate() {
-            _mm512_storeu_ps(c.add(r * ldc), acc[0]);
-            _mm512_storeu_ps(c.add(r * ldc + 16), acc[1]);
         }
     }
 
