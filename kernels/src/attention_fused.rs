@@ -190,7 +190,7 @@ mod x86 {
     }
 
     /// [`Precision::Low`]: bf16 queries and keys packed into pairs, values into int16 pairs
-    /// (not causal), then the blocks.
+    /// (not causal), then the blocks with bf16 scores.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx512vnni,avx2,fma")]
     pub(super) unsafe fn one_head_low(
@@ -216,48 +216,29 @@ mod x86 {
         if int16_values {
             pack_values(v, base, len, kd, kh * hd, hd, sc);
         }
-        sc.s.resize(MR * lp, 0.0);
-        sc.pq.resize(MR * lp, 0);
-
-        let scale = 1.0 / (hd as f32).sqrt();
-        let mut i = 0;
-        while i < len {
-            let r = MR.min(len - i);
-            // Keys any row of the block sees (causal: up to its last row).
-            let seen = if causal { i + r } else { len };
-            prefetch_block_out(out.add((base + i) * qd + h * hd), r, qd, hd);
-            for panel in 0..seen.div_ceil(W) {
-                let a = sc.qb.as_ptr().add(i * hp);
-                let b = sc.kp.as_ptr().add(panel * hp * W);
-                let c = sc.s.as_mut_ptr().add(panel * W);
-                by_rows!(r, scores_tile(a, hp, b, hp, c, lp));
-            }
-            for row in 0..r {
-                let visible = if causal { i + row + 1 } else { len };
-                let scores = &mut sc.s[row * lp..(row + 1) * lp];
-                if int16_values {
-                    let probs = &mut sc.pq[row * lp..(row + 1) * lp];
-                    softmax_q15(scores, visible, seen.next_multiple_of(2), scale, probs);
-                } else {
-                    softmax_f32(scores, visible, seen, scale);
+        blocks(
+            v,
+            seq,
+            h,
+            s,
+            causal,
+            out,
+            sc,
+            int16_values,
+            |sc, i, r, seen| {
+                for panel in 0..seen.div_ceil(W) {
+                    let a = sc.qb.as_ptr().add(i * hp);
+                    let b = sc.kp.as_ptr().add(panel * hp * W);
+                    let c = sc.s.as_mut_ptr().add(panel * W);
+                    by_rows!(r, scores_tile(a, hp, b, hp, c, lp));
                 }
-            }
-            for chunk in (0..hd).step_by(W) {
-                let c = out.add((base + i) * qd + h * hd + chunk);
-                if int16_values {
-                    by_rows!(r, values_tile(sc, chunk, seen.div_ceil(2), lp, c, qd));
-                } else {
-                    let v = v.as_ptr().add(base * kd + kh * hd + chunk);
-                    by_rows!(r, values_tile_f32(sc.s.as_ptr(), lp, v, kd, seen, c, qd));
-                }
-            }
-            i += r;
-        }
+            },
+        );
     }
 
-    /// [`Precision::F32`]: the same blocks, with f32 scores on the matmul's float
-    /// micro-kernel (queries read in place, keys in its panels, packed as the unfused path
-    /// packs them), the f32 softmax and f32 P·V (values read in place).
+    /// [`Precision::F32`]: keys in the panels of the matmul's float micro-kernel (packed as
+    /// the unfused path packs them), then the blocks with f32 scores on that micro-kernel
+    /// (queries read in place) and f32 P·V.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
     pub(super) unsafe fn one_head_f32(
@@ -276,28 +257,69 @@ mod x86 {
         let (base, len) = (seq.start, seq.len());
         let lp = len.next_multiple_of(W);
         pack_key_panels(k, seq.clone(), kd, kh * hd, hd, &mut sc.kf);
-        sc.s.resize(MR * lp, 0.0);
-        let scale = 1.0 / (hd as f32).sqrt();
-        let mut i = 0;
-        while i < len {
-            let r = MR.min(len - i);
-            let seen = if causal { i + r } else { len };
-            prefetch_block_out(out.add((base + i) * qd + h * hd), r, qd, hd);
+        blocks(v, seq, h, s, causal, out, sc, false, |sc, i, r, seen| {
             let a = q.as_ptr().add((base + i) * qd + h * hd);
             for panel in 0..seen.div_ceil(W) {
                 let b = sc.kf.as_ptr().add(panel * hd * W);
                 let c = sc.s.as_mut_ptr().add(panel * W);
-                // The matmul's f32 micro-kernel: 8 rows × one panel of NR = W keys.
+                // The matmul's f32 micro-kernel: r ≤ 8 rows × one panel of NR = W keys.
                 float::tile(Isa::Avx512, r, a, qd, b, hd, c, lp, W, false);
             }
+        });
+    }
+
+    /// The block loop of both precisions, per block of MR query rows (from row `i`, `r`
+    /// rows): `scores(sc, i, r, seen)` fills their score rows in `sc.s` for the `seen` keys
+    /// any of them sees; then each row's softmax, and the block's P·V into `out` (in int16
+    /// from the packed values where `int16_values`, else in f32 from `v` in place).
+    /// Inlined into each caller, so it runs with the caller's CPU features.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    unsafe fn blocks(
+        v: &[f32],
+        seq: Range<usize>,
+        h: usize,
+        s: AttnShape,
+        causal: bool,
+        out: *mut f32,
+        sc: &mut Scratch,
+        int16_values: bool,
+        mut scores: impl FnMut(&mut Scratch, usize, usize, usize),
+    ) {
+        let hd = s.head_dim;
+        let (qd, kd, kh) = (s.q_dim(), s.kv_dim(), s.kv_head(h));
+        let (base, len) = (seq.start, seq.len());
+        let lp = len.next_multiple_of(W);
+        sc.s.resize(MR * lp, 0.0);
+        if int16_values {
+            sc.pq.resize(MR * lp, 0);
+        }
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut i = 0;
+        while i < len {
+            let r = MR.min(len - i);
+            // Keys any row of the block sees (causal: up to its last row).
+            let seen = if causal { i + r } else { len };
+            prefetch_block_out(out.add((base + i) * qd + h * hd), r, qd, hd);
+            scores(sc, i, r, seen);
             for row in 0..r {
                 let visible = if causal { i + row + 1 } else { len };
-                softmax_f32(&mut sc.s[row * lp..(row + 1) * lp], visible, seen, scale);
+                let scores = &mut sc.s[row * lp..(row + 1) * lp];
+                if int16_values {
+                    let probs = &mut sc.pq[row * lp..(row + 1) * lp];
+                    softmax_q15(scores, visible, seen.next_multiple_of(2), scale, probs);
+                } else {
+                    softmax_f32(scores, visible, seen, scale);
+                }
             }
             for chunk in (0..hd).step_by(W) {
                 let c = out.add((base + i) * qd + h * hd + chunk);
-                let v = v.as_ptr().add(base * kd + kh * hd + chunk);
-                by_rows!(r, values_tile_f32(sc.s.as_ptr(), lp, v, kd, seen, c, qd));
+                if int16_values {
+                    by_rows!(r, values_tile(sc, chunk, seen.div_ceil(2), lp, c, qd));
+                } else {
+                    let v = v.as_ptr().add(base * kd + kh * hd + chunk);
+                    by_rows!(r, values_tile_f32(sc.s.as_ptr(), lp, v, kd, seen, c, qd));
+                }
             }
             i += r;
         }
