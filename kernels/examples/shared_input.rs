@@ -53,20 +53,26 @@ fn stats(mut t: Vec<f64>) -> (f64, f64) {
     (t[0], t[t.len() / 2])
 }
 
-/// Times `sep` and `many` alternately, `reps` each; prints the minimum and median wall time
-/// and the mean CPU time (ms).
-fn compare(what: &str, reps: usize, mut sep: impl FnMut(), mut many: impl FnMut()) {
-    sep();
-    many();
+/// Times `sep` and `many` alternately, `reps` each, both writing into `ys` (lent to one at a
+/// time); prints the minimum and median wall time and the mean CPU time (ms).
+fn compare<Y>(
+    what: &str,
+    reps: usize,
+    ys: &mut Y,
+    mut sep: impl FnMut(&mut Y),
+    mut many: impl FnMut(&mut Y),
+) {
+    sep(ys);
+    many(ys);
     let (mut wall, mut cpu) = ([Vec::new(), Vec::new()], [0u64; 2]);
     for _ in 0..reps {
         for (i, (wall, cpu)) in wall.iter_mut().zip(cpu.iter_mut()).enumerate() {
             let c = cpu_ns();
             let t = Instant::now();
             if i == 0 {
-                sep()
+                sep(ys)
             } else {
-                many()
+                many(ys)
             }
             wall.push(t.elapsed().as_secs_f64() * 1e3);
             *cpu += cpu_ns() - c;
@@ -109,22 +115,20 @@ fn main() {
                 .enumerate()
                 .map(|(i, &n)| PackedI16::pack(FloatFormat::F16, &f16_bytes(n, k, i as u32), n, k))
                 .collect();
-            let ysp: *mut Vec<Vec<f32>> = &mut ys;
-            // SAFETY: the two closures run one at a time.
-            let (ya, yb) = unsafe { (&mut *ysp, &mut *ysp) };
             compare(
                 &format!("int16 {name} m={m}"),
                 reps,
-                || {
-                    for ((w, b), y) in ws.iter().zip(&biases).zip(ya.iter_mut()) {
+                &mut ys,
+                |ys| {
+                    for ((w, b), y) in ws.iter().zip(&biases).zip(ys.iter_mut()) {
                         matmul_i16(isa, &x, m, w, Some(b), y);
                     }
                 },
-                || {
+                |ys| {
                     let mut outs: Vec<Product<'_, PackedI16>> = ws
                         .iter()
                         .zip(&biases)
-                        .zip(yb.iter_mut())
+                        .zip(ys.iter_mut())
                         .map(|((w, b), y)| Product {
                             w,
                             bias: Some(b),
@@ -145,20 +149,20 @@ fn main() {
                     PackedQuant::pack(WeightFormat::Q8_0, &q8_bytes(n, k, i as u32), n, k)
                 })
                 .collect();
-            let (ya, yb) = unsafe { (&mut *ysp, &mut *ysp) };
             compare(
                 &format!("q8 {name} m={m}"),
                 reps,
-                || {
-                    for ((w, b), y) in ws.iter().zip(&biases).zip(ya.iter_mut()) {
+                &mut ys,
+                |ys| {
+                    for ((w, b), y) in ws.iter().zip(&biases).zip(ys.iter_mut()) {
                         matmul_quant_packed(isa, &x, m, w, Some(b), y);
                     }
                 },
-                || {
+                |ys| {
                     let mut outs: Vec<Product<'_, PackedQuant>> = ws
                         .iter()
                         .zip(&biases)
-                        .zip(yb.iter_mut())
+                        .zip(ys.iter_mut())
                         .map(|((w, b), y)| Product {
                             w,
                             bias: Some(b),
