@@ -191,7 +191,7 @@ fn quantised_products_of_one_input_match_each_alone_bit_for_bit() {
                 |outs| matmul_quant_packed_many(isa, &x, m, outs),
             );
             let mut qx = QuantRows::default();
-            quantize_rows(isa, &x, m, k, &mut qx);
+            quantize_rows(isa, &x, m, k, true, &mut qx);
             check_many(
                 &format!("q8 quantised {isa:?} m={m}"),
                 m,

@@ -38,6 +38,10 @@ pub fn gemv_quant(
     y: &mut [f32],
 ) {
     assert!(supports(isa), "gemv_quant: no kernel for {isa:?}");
+    assert!(
+        format != WeightFormat::Q4_1 || qx.s.len() == qx.d.len(),
+        "gemv_quant: Q4_1 weights need the block sums"
+    );
     let row_bytes = format.row_bytes(k).expect("k is a multiple of 32");
     let nblk = k / QB;
     let yp = SendPtr(y.as_mut_ptr());
@@ -49,7 +53,7 @@ pub fn gemv_quant(
                 for i in 0..m {
                     let blocks = i * nblk..(i + 1) * nblk;
                     let q = &qx.q[i * k..(i + 1) * k];
-                    let (d, s) = (&qx.d[blocks.clone()], &qx.s[blocks]);
+                    let (d, s) = (&qx.d[blocks.clone()], qx.s.get(blocks).unwrap_or(&[]));
                     // SAFETY: the ISA is supported (asserted above); q/d/s/w hold nblk blocks.
                     let v = unsafe { dot(isa, format, q, d, s, w) };
                     // SAFETY: column j belongs to this task; i < m.

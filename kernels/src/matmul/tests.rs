@@ -278,7 +278,7 @@ fn activation_quantisation_is_identical_on_every_path() {
     x[0..32].fill(0.0); // an all-zero block
     x[40] = 127.5; // a tie after scaling
     let mut want = q8::QuantRows::default();
-    q8::quantize_rows(Isa::Scalar, &x, m, k, &mut want);
+    q8::quantize_rows(Isa::Scalar, &x, m, k, true, &mut want);
     assert!(want.q[0..32].iter().all(|&q| q == 128) && want.d[0] == 0.0 && want.s[0] == 0.0);
     // The block sums (Q4_1's minimum term): d · Σ q of the rounded values.
     for (b, q) in want.q.chunks_exact(32).enumerate() {
@@ -288,7 +288,7 @@ fn activation_quantisation_is_identical_on_every_path() {
     assert!(want.s.iter().any(|&s| s != 0.0));
     for isa in Isa::available() {
         let mut got = q8::QuantRows::default();
-        q8::quantize_rows(isa, &x, m, k, &mut got);
+        q8::quantize_rows(isa, &x, m, k, true, &mut got);
         assert_eq!(
             (got.q, got.d, got.s),
             (want.q.clone(), want.d.clone(), want.s.clone()),
@@ -297,23 +297,29 @@ fn activation_quantisation_is_identical_on_every_path() {
     }
 }
 
-/// NEON's activation quantiser treats NaN and infinity as the reference does (NaN ignored by
-/// the block maximum and quantised to 0; an infinity makes the scale infinite and every q 0).
-#[cfg(target_arch = "aarch64")]
+/// Every activation quantiser treats NaN, infinity and subnormal blocks as the reference does
+/// (NaN ignored by the block maximum and quantised to 0; an infinity makes the scale infinite
+/// and every q 0; a block so small that 1 / scale overflows clamps to ±127 and sends 0 to 0).
 #[test]
-fn neon_activation_quantisation_matches_scalar_on_nan_and_inf() {
+fn activation_quantisation_matches_scalar_on_nan_inf_and_subnormals() {
     let mut rng = Rng::new(4);
-    let k = 128;
+    // 20 blocks: more than one group of 16 for the AVX-512 path, and a partial one.
+    let k = 640;
     let mut x = rng.vec(k);
     x[3] = f32::NAN;
     x[40] = f32::INFINITY;
     x[70] = f32::NEG_INFINITY;
     x[100..128].fill(f32::NAN);
+    for (i, v) in x[128..160].iter_mut().enumerate() {
+        *v = [0.0, 1e-40, -3e-39, 5e-45][i % 4];
+    }
+    x[600] = f32::NAN;
     let mut want = q8::QuantRows::default();
-    q8::quantize_rows(Isa::Scalar, &x, 1, k, &mut want);
-    for isa in Isa::available().into_iter().filter(|i| i.is_neon()) {
+    q8::quantize_rows(Isa::Scalar, &x, 1, k, true, &mut want);
+    assert!(want.q[128..160].contains(&1) && want.q[128..160].contains(&128));
+    for isa in Isa::available() {
         let mut got = q8::QuantRows::default();
-        q8::quantize_rows(isa, &x, 1, k, &mut got);
+        q8::quantize_rows(isa, &x, 1, k, true, &mut got);
         assert_eq!(got.q, want.q, "{isa:?}");
         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&got.d), bits(&want.d), "{isa:?}");
