@@ -2,10 +2,14 @@
 //! peak. Criterion's "elem/s" is FLOP/s here (throughput = 2·m·k·n elements per iteration).
 //!
 //! cargo bench -p quiver-kernels --bench matmul -- --warm-up-time 1 --measurement-time 3
+//!
+//! Also the activation quantisers the packed paths run before each product (group
+//! `quantize_*`, elem/s = activations quantised per second), on all-minilm's two widths at a
+//! 2048-token forward pass.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use quiver_kernels::matmul::int16::{matmul_i16, PackedI16};
-use quiver_kernels::matmul::q8::{matmul_quant_packed, PackedQuant};
+use quiver_kernels::matmul::int16::{matmul_i16, PackedI16, QuantisedI16};
+use quiver_kernels::matmul::q8::{matmul_quant_packed, quantize_rows, PackedQuant, QuantRows};
 use quiver_kernels::matmul::{self, peak, FloatFormat, Isa, WeightFormat, Weights};
 
 /// Random weight bytes of a format (values need not be meaningful, only finite).
@@ -95,6 +99,22 @@ fn bench(c: &mut Criterion) {
                 b.iter(|| matmul_quant_packed(isa, &x, m, &packed, None, &mut y))
             });
         }
+        g.finish();
+    }
+    for (m, k) in [(2048, 384), (2048, 1536)] {
+        let mut g = c.benchmark_group(format!("quantize_{m}x{k}"));
+        g.throughput(Throughput::Elements((m * k) as u64));
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 0.01)
+            .collect();
+        let mut q8 = QuantRows::default();
+        g.bench_function(BenchmarkId::from_parameter("q8_blocks"), |b| {
+            b.iter(|| quantize_rows(isa, &x, m, k, false, &mut q8))
+        });
+        let mut i16 = QuantisedI16::default();
+        g.bench_function(BenchmarkId::from_parameter("int16_chunks"), |b| {
+            b.iter(|| i16.quantize(isa, &x, m, k))
+        });
         g.finish();
     }
 }
