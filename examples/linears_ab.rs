@@ -12,6 +12,7 @@ use quiver::backend::{AttnShape, Backend};
 use quiver::gguf::GgufFile;
 use quiver::model::Model;
 use quiver::tensor::TensorView;
+use quiver_kernels::matmul::peak::process_cpu_ns;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -57,19 +58,6 @@ impl Backend for Separate {
     ) {
         self.0.attention(q, k, v, seqs, shape, causal, out)
     }
-}
-
-/// CPU time of all this process's threads so far (ns), from /proc (0 where there is none).
-fn cpu_ns() -> u64 {
-    std::fs::read_dir("/proc/self/task")
-        .map(|d| {
-            d.filter_map(|e| {
-                let s = std::fs::read_to_string(e.ok()?.path().join("schedstat")).ok()?;
-                s.split_whitespace().next()?.parse::<u64>().ok()
-            })
-            .sum()
-        })
-        .unwrap_or(0)
 }
 
 /// `count` sequences of `len` ids of the model's own tokens of a text, each from its own
@@ -125,13 +113,13 @@ fn main() {
             let passes = if count == 1 { reps * 20 } else { reps };
             for pass in 0..=passes {
                 for (i, model) in models.iter().enumerate() {
-                    let c = cpu_ns();
+                    let c = process_cpu_ns();
                     let t = Instant::now();
                     out[i] = model.embed_tokens(&seqs).unwrap();
                     // Pass 0 warms up (buffers, pages).
                     if pass > 0 {
                         wall[i].push(t.elapsed().as_secs_f64() * 1e3);
-                        cpu[i] += cpu_ns() - c;
+                        cpu[i] += process_cpu_ns() - c;
                     }
                 }
             }

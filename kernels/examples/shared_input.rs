@@ -7,6 +7,7 @@
 //! cargo run --release -p quiver-kernels --example shared_input [reps]
 
 use quiver_kernels::matmul::int16::{matmul_i16, matmul_i16_many, PackedI16};
+use quiver_kernels::matmul::peak::process_cpu_ns;
 use quiver_kernels::matmul::q8::{matmul_quant_packed, matmul_quant_packed_many, PackedQuant};
 use quiver_kernels::matmul::{FloatFormat, Isa, Product, WeightFormat};
 use std::time::Instant;
@@ -34,20 +35,6 @@ fn q8_bytes(n: usize, k: usize, seed: u32) -> Vec<u8> {
     out
 }
 
-/// CPU time of all this process's threads so far (ns): counts work and the spinning of idle
-/// rayon workers, not the time the machine's other load takes the cores away.
-fn cpu_ns() -> u64 {
-    std::fs::read_dir("/proc/self/task")
-        .map(|d| {
-            d.filter_map(|e| {
-                let s = std::fs::read_to_string(e.ok()?.path().join("schedstat")).ok()?;
-                s.split_whitespace().next()?.parse::<u64>().ok()
-            })
-            .sum()
-        })
-        .unwrap_or(0)
-}
-
 fn stats(mut t: Vec<f64>) -> (f64, f64) {
     t.sort_by(|a, b| a.partial_cmp(b).unwrap());
     (t[0], t[t.len() / 2])
@@ -67,7 +54,7 @@ fn compare<Y>(
     let (mut wall, mut cpu) = ([Vec::new(), Vec::new()], [0u64; 2]);
     for _ in 0..reps {
         for (i, (wall, cpu)) in wall.iter_mut().zip(cpu.iter_mut()).enumerate() {
-            let c = cpu_ns();
+            let c = process_cpu_ns();
             let t = Instant::now();
             if i == 0 {
                 sep(ys)
@@ -75,7 +62,7 @@ fn compare<Y>(
                 many(ys)
             }
             wall.push(t.elapsed().as_secs_f64() * 1e3);
-            *cpu += cpu_ns() - c;
+            *cpu += process_cpu_ns() - c;
         }
     }
     let [a, b] = wall.map(stats);
@@ -83,6 +70,42 @@ fn compare<Y>(
     println!(
         "{what:<30} wall min/med, cpu ms: separate {:7.3} {:7.3} {:7.3} | many {:7.3} {:7.3} {:7.3} | many/separate: min {:.3} cpu {:.3}",
         a.0, a.1, cpu[0], b.0, b.1, cpu[1], b.0 / a.0, cpu[1] / cpu[0]
+    );
+}
+
+/// [`compare`] for products of one input: each weight of `ws` (with its bias) by `single`, one
+/// call each, against all of them in one `many` call.
+fn compare_products<W>(
+    what: &str,
+    reps: usize,
+    ws: &[W],
+    biases: &[Vec<f32>],
+    ys: &mut Vec<Vec<f32>>,
+    single: impl Fn(&W, Option<&[f32]>, &mut [f32]),
+    many: impl Fn(&mut [Product<'_, W>]),
+) {
+    compare(
+        what,
+        reps,
+        ys,
+        |ys| {
+            for ((w, b), y) in ws.iter().zip(biases).zip(ys.iter_mut()) {
+                single(w, Some(b), y);
+            }
+        },
+        |ys| {
+            let mut outs: Vec<Product<'_, W>> = ws
+                .iter()
+                .zip(biases)
+                .zip(ys.iter_mut())
+                .map(|((w, b), y)| Product {
+                    w,
+                    bias: Some(b),
+                    y,
+                })
+                .collect();
+            many(&mut outs);
+        },
     );
 }
 
@@ -115,28 +138,14 @@ fn main() {
                 .enumerate()
                 .map(|(i, &n)| PackedI16::pack(FloatFormat::F16, &f16_bytes(n, k, i as u32), n, k))
                 .collect();
-            compare(
+            compare_products(
                 &format!("int16 {name} m={m}"),
                 reps,
+                &ws,
+                &biases,
                 &mut ys,
-                |ys| {
-                    for ((w, b), y) in ws.iter().zip(&biases).zip(ys.iter_mut()) {
-                        matmul_i16(isa, &x, m, w, Some(b), y);
-                    }
-                },
-                |ys| {
-                    let mut outs: Vec<Product<'_, PackedI16>> = ws
-                        .iter()
-                        .zip(&biases)
-                        .zip(ys.iter_mut())
-                        .map(|((w, b), y)| Product {
-                            w,
-                            bias: Some(b),
-                            y,
-                        })
-                        .collect();
-                    matmul_i16_many(isa, &x, m, &mut outs);
-                },
+                |w, b, y| matmul_i16(isa, &x, m, w, b, y),
+                |outs| matmul_i16_many(isa, &x, m, outs),
             );
 
             if m <= 4 {
@@ -149,28 +158,14 @@ fn main() {
                     PackedQuant::pack(WeightFormat::Q8_0, &q8_bytes(n, k, i as u32), n, k)
                 })
                 .collect();
-            compare(
+            compare_products(
                 &format!("q8 {name} m={m}"),
                 reps,
+                &ws,
+                &biases,
                 &mut ys,
-                |ys| {
-                    for ((w, b), y) in ws.iter().zip(&biases).zip(ys.iter_mut()) {
-                        matmul_quant_packed(isa, &x, m, w, Some(b), y);
-                    }
-                },
-                |ys| {
-                    let mut outs: Vec<Product<'_, PackedQuant>> = ws
-                        .iter()
-                        .zip(&biases)
-                        .zip(ys.iter_mut())
-                        .map(|((w, b), y)| Product {
-                            w,
-                            bias: Some(b),
-                            y,
-                        })
-                        .collect();
-                    matmul_quant_packed_many(isa, &x, m, &mut outs);
-                },
+                |w, b, y| matmul_quant_packed(isa, &x, m, w, b, y),
+                |outs| matmul_quant_packed_many(isa, &x, m, outs),
             );
         }
     }

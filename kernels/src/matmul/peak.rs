@@ -1,5 +1,6 @@
 //! The machine's f32 FMA peak, measured: a loop of independent FMA chains with no memory
-//! traffic. Benches print matmul GFLOP/s next to it.
+//! traffic. Benches print matmul GFLOP/s next to it. Also the process's CPU time, which the
+//! A/B examples report beside wall time.
 
 use super::isa::Isa;
 use std::time::Instant;
@@ -106,4 +107,20 @@ unsafe fn fma_neon(iters: u64) -> (f64, f32) {
     }
     let s = acc.iter().fold(vdupq_n_f32(0.0), |s, &a| vaddq_f32(s, a));
     ((iters * 16 * 4 * 2) as f64, vaddvq_f32(s))
+}
+
+/// CPU time of all this process's threads so far (ns), from `/proc/self/task/*/schedstat`
+/// (0 where there is none). It counts work and the spinning of idle rayon workers, not the
+/// time the machine's other load takes the cores away, so a busy machine disturbs it less
+/// than wall time.
+pub fn process_cpu_ns() -> u64 {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.filter_map(|e| {
+                let s = std::fs::read_to_string(e.ok()?.path().join("schedstat")).ok()?;
+                s.split_whitespace().next()?.parse::<u64>().ok()
+            })
+            .sum()
+        })
+        .unwrap_or(0)
 }
