@@ -80,13 +80,8 @@ impl PackedI16 {
                     }
                 }
             });
-        let width = panels * NR;
-        let mut scale = vec![0.0f32; chunks * width];
-        for (col, per_chunk) in by_panel.chunks(chunks).enumerate() {
-            for (ch, &sc) in per_chunk.iter().enumerate() {
-                scale[ch * width + col] = sc;
-            }
-        }
+        let mut scale = vec![0.0f32; chunks * panels * NR];
+        chunk_major(&by_panel, chunks, &mut scale);
         PackedI16 { n, k, q, scale }
     }
 
@@ -103,6 +98,19 @@ impl PackedI16 {
 /// k chunks of [`KC`] (the last may be shorter).
 pub fn chunks(k: usize) -> usize {
     k.next_multiple_of(2).div_ceil(KC)
+}
+
+/// Scales gathered item by item (`chunks` per weight column or activation row, as the
+/// parallel quantisation writes them) into `out` chunk by chunk (`out[c · items + i]`), the
+/// order in which a tile reads them for one k chunk.
+fn chunk_major(by_item: &[f32], chunks: usize, out: &mut [f32]) {
+    let items = by_item.len() / chunks;
+    assert_eq!(out.len(), items * chunks, "chunk_major: out");
+    for (i, per_chunk) in by_item.chunks_exact(chunks).enumerate() {
+        for (c, &sc) in per_chunk.iter().enumerate() {
+            out[c * items + i] = sc;
+        }
+    }
 }
 
 /// Quantises `v` into `q` (same length) chunk by chunk of [`KC`] values, each with its own
@@ -263,9 +271,9 @@ unsafe fn quantize_row_neon(v: &[f32], q: &mut [i16]) -> f32 {
 }
 
 /// Activations quantised for [`matmul_i16_quantised`]: per row, `kp` values (k padded to even
-/// with a zero) and a scale per k chunk (stored chunk by chunk: `chunks(k)` runs of `m`). Quantised once, they can be multiplied by any number of packed
-/// weights of the same k (Q, K and V of a layer). The buffers are kept and reused by the next
-/// [`QuantisedI16::quantize`].
+/// with a zero) and a scale per k chunk (stored chunk by chunk: `chunks(k)` runs of `m`).
+/// Quantised once, they can be multiplied by any number of packed weights of the same k (Q, K
+/// and V of a layer). The buffers are kept and reused by the next [`QuantisedI16::quantize`].
 #[derive(Default)]
 pub struct QuantisedI16 {
     m: usize,
@@ -306,11 +314,7 @@ impl QuantisedI16 {
                     q[k..].fill(0);
                 }
             });
-        for (i, row) in by_row.chunks(nc).enumerate() {
-            for (c, &sc) in row.iter().enumerate() {
-                self.s[c * m + i] = sc;
-            }
-        }
+        chunk_major(&by_row, nc, &mut self.s);
         self.by_row = by_row;
     }
 

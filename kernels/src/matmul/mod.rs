@@ -5,8 +5,8 @@
 //!   integer dot products (VPDPBUSD with AVX-512 VNNI, maddubs with AVX2, SDOT or SMULL on
 //!   NEON), per-block scales.
 //! - `int16`: float weights packed once per load to 13-bit integers (a scale per 128 values),
-//!   activations likewise per call, pair dot products (VPDPWSSD / VPMADDWD, SMLAL on NEON): the fast path for f16 /
-//!   bf16 models.
+//!   activations likewise per call, pair dot products (VPDPWSSD / VPMADDWD, SMLAL on NEON):
+//!   the fast path for f16 / bf16 models.
 //! - `isa`: run-time choice of instruction set (x86-64 AVX2 / AVX-512 / VNNI, aarch64 NEON
 //!   with or without the dot product); `peak`: the machine's FMA peak, for benches.
 //!
