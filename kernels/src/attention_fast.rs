@@ -37,6 +37,9 @@ struct Scratch {
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+    /// The fused path's packed sequences of one call (one each), kept by the calling thread
+    /// between calls so that they are not allocated again per layer.
+    static PACKED: RefCell<Vec<fused::Packed>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Attention over packed sequences; layout as in [`crate::attention::attention`].
@@ -115,28 +118,56 @@ fn run(
     if s.head_dim == 0 {
         return;
     }
+    // One parallel region: per sequence, the fused path first packs its operands (see
+    // `fused::pack`), then its heads run; a long sequence's heads in parallel too, so that
+    // one passage still fills every thread.
+    let mut packed = PACKED.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    packed.resize_with(packed.len().max(seqs.len()), Default::default);
     let op = SendPtr(out.as_mut_ptr());
-    (0..seqs.len() * s.n_head).into_par_iter().for_each(|item| {
-        let (seq, h) = (seqs[item / s.n_head].clone(), item % s.n_head);
+    let sequence = |(seq, pk): (&Range<usize>, &mut fused::Packed)| {
         if seq.is_empty() {
             return;
         }
-        // Taken out of the thread-local so a nested call (work stealing) cannot find it borrowed.
-        let mut sc = SCRATCH.with(|c| std::mem::take(&mut *c.borrow_mut()));
-        match path {
-            Some(p) if seq.len() <= fused::MAX_LEN => {
-                let out = op.get();
-                // SAFETY: `fused::supported` held for p; rows `seq` × the columns of head h of
-                // out belong to this pair alone; the asserts above cover the sequence's rows.
-                unsafe { fused::one_head(p, q, k, v, seq, h, s, causal, out, &mut sc.fused) };
-            }
-            _ => {
-                one_head(isa, q, k, v, seq, h, s, causal, op, &mut sc);
-            }
+        let fused = path.filter(|_| seq.len() <= fused::MAX_LEN);
+        if let Some(p) = fused {
+            // SAFETY: `fused::supported` held for p.
+            unsafe { fused::pack(p, q, k, v, seq.clone(), s, causal, pk) };
         }
-        SCRATCH.with(|c| *c.borrow_mut() = sc);
-    });
+        let pk = &*pk;
+        let head = |h: usize| {
+            // Taken out of the thread-local so a nested call (work stealing) cannot find it
+            // borrowed.
+            let mut sc = SCRATCH.with(|c| std::mem::take(&mut *c.borrow_mut()));
+            let seq = seq.clone();
+            match fused {
+                Some(p) => {
+                    let out = op.get();
+                    // SAFETY: `fused::supported` held for p, and `pk` was packed above from
+                    // these arguments; rows `seq` × the columns of head h of out belong to
+                    // this pair alone; the asserts above cover the sequence's rows.
+                    unsafe {
+                        fused::one_head(p, pk, q, k, v, seq, h, s, causal, out, &mut sc.fused)
+                    };
+                }
+                None => one_head(isa, q, k, v, seq, h, s, causal, op, &mut sc),
+            }
+            SCRATCH.with(|c| *c.borrow_mut() = sc);
+        };
+        if seq.len() >= PARALLEL_HEADS {
+            (0..s.n_head).into_par_iter().for_each(head);
+        } else {
+            (0..s.n_head).for_each(head);
+        }
+    };
+    seqs.par_iter()
+        .zip(packed[..seqs.len()].par_iter_mut())
+        .for_each(sequence);
+    PACKED.with(|c| *c.borrow_mut() = packed);
 }
+
+/// Sequences at least this long run their heads as parallel tasks; shorter ones (queries)
+/// are too little work per head to be worth a task each, and come many to a batch.
+const PARALLEL_HEADS: usize = 64;
 
 #[allow(clippy::too_many_arguments)]
 fn one_head(

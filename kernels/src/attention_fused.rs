@@ -30,12 +30,19 @@
 //! rounds by ≤ ½), and |v| ≤ 32767, so |Σ p·v| ≤ (32767 + len/2)·32767 < 2³¹ for
 //! len ≤ [`MAX_LEN`].
 //!
-//! Layouts of `Low`, with a "pair" = one u32 holding two 16-bit values (element 2t low, 2t+1
-//! high), the unit both dot-product instructions work on (`F32` reads q and v where they are
-//! and keeps its keys in `kf`: panels of 32 keys, per head dimension d the 32 keys' value d):
-//! - `qb`: per query row, its head_dim/2 bf16 pairs.
-//! - `kp`: keys in panels of 32; per panel, per pair index t, 32 keys' pair t (two vectors).
-//! - `vp`: per key pair t (keys 2t, 2t+1), per column c, the two keys' int16 values of c.
+//! `Low` packs a sequence's operands for all its heads at once ([`pack`], into a [`Packed`]),
+//! in one pass over the rows of q, k and v: a head's 32–256 bytes of a row hundreds of bytes
+//! long is a stride the hardware prefetchers follow late, and reading them head by head cost
+//! ~20 % of this path on a 2048-token forward pass (measured: 8 × 256 tokens ran at 195
+//! GFLOP/s, one sequence whose rows stayed in L2 at 244). Layouts, with a "pair" = one u32
+//! holding two 16-bit values (element 2t low, 2t+1 high), the unit both dot-product
+//! instructions work on (`F32` reads q and v where they are and keeps its keys in `kf`:
+//! panels of 32 keys, per head dimension d the 32 keys' value d):
+//! - `qb`: per query head, per query row, its head_dim/2 bf16 pairs.
+//! - `kp`: per KV head, keys in panels of 32; per panel, per pair index t, 32 keys' pair t
+//!   (two vectors).
+//! - `vp`: per KV head, per key pair t (keys 2t, 2t+1), per column c, the two keys' int16
+//!   values of c.
 //! - `pq`: per query row of the block, its int16 probabilities, so adjacent keys are a pair.
 
 use crate::attention::AttnShape;
@@ -72,17 +79,25 @@ const Q15: f32 = 32767.0;
 pub(crate) struct Scratch {
     /// `F32`: the keys in f32 panels.
     kf: Vec<f32>,
+    /// The block's scores, then probabilities: MR rows of `lp` floats.
+    s: Vec<f32>,
+    /// The block's int16 probabilities: MR rows of `lp` values.
+    pq: Vec<i16>,
+}
+
+/// One sequence's operands of every head for [`Precision::Low`] (layouts in the module
+/// note); left empty for `F32`, which packs its keys per head.
+#[derive(Default)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the kernel is x86-64 only
+pub(crate) struct Packed {
     qb: Vec<u32>,
     kp: Vec<u32>,
+    /// Bidirectional attention only (causal attention reads v in f32 where it is).
     vp: Vec<u32>,
     /// Per value column: 32767 / its largest |v|, the multiplier that quantises it.
     vmult: Vec<f32>,
     /// Per value column: its largest |v| / 32767², what an int32 sum of P·V is worth.
     vscale: Vec<f32>,
-    /// The block's scores, then probabilities: MR rows of `lp` floats.
-    s: Vec<f32>,
-    /// The block's int16 probabilities: MR rows of `lp` values.
-    pq: Vec<i16>,
 }
 
 /// Whether this machine and head width can take this path at `precision` (else: the
@@ -103,18 +118,80 @@ pub fn supported(isa: Isa, head_dim: usize, precision: Precision) -> bool {
     }
 }
 
+/// Packs the operands of every head of `seq` for `precision` into `packed` (nothing for
+/// `F32`); inputs laid out as in [`crate::attention::attention`]. Long sequences pack q, k
+/// and v on three rayon tasks.
+///
+/// # Safety
+/// [`supported`] must hold for this machine and `precision`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn pack(
+    precision: Precision,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    seq: Range<usize>,
+    s: AttnShape,
+    causal: bool,
+    packed: &mut Packed,
+) {
+    assert!(seq.len() <= MAX_LEN && s.head_dim.is_multiple_of(W));
+    assert!(q.len() >= seq.end * s.q_dim() && k.len() >= seq.end * s.kv_dim());
+    assert!(v.len() >= seq.end * s.kv_dim());
+    if precision == Precision::F32 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        // Below this many rows the three tasks cost more than they save.
+        const SPLIT: usize = 64;
+        let Packed {
+            qb,
+            kp,
+            vp,
+            vmult,
+            vscale,
+        } = packed;
+        let (hd, base, len) = (s.head_dim, seq.start, seq.len());
+        // SAFETY (all three): `supported` checked the CPU features, the asserts above bound
+        // every read.
+        let mut queries = || unsafe { x86::pack_queries(q, base, len, s.n_head, hd, qb) };
+        let mut keys = || unsafe { x86::pack_keys(k, base, len, s.n_head_kv, hd, kp) };
+        // Causal (decoder) attention keeps P·V in f32: see the module note.
+        let mut values = || {
+            if !causal {
+                unsafe { x86::pack_values(v, base, len, s.n_head_kv, hd, vp, vmult, vscale) }
+            }
+        };
+        if len >= SPLIT {
+            rayon::join(queries, || rayon::join(keys, values));
+        } else {
+            queries();
+            keys();
+            values();
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (q, k, v, causal, packed);
+        unreachable!("attention_fused::supported is false off x86-64");
+    }
+}
+
 /// Attention of query head `h` over `seq`, written into the head's columns of `out` (rows of
-/// stride `s.q_dim()`); inputs laid out as in [`crate::attention::attention`]. The caller
-/// checked [`supported`], `seq.len() ≤ MAX_LEN`, and that `out` holds the sequence's rows.
+/// stride `s.q_dim()`); inputs laid out as in [`crate::attention::attention`], and `packed`
+/// by [`pack`] from them. The caller checked [`supported`], `seq.len() ≤ MAX_LEN`, and that
+/// `out` holds the sequence's rows.
 ///
 /// # Safety
 /// [`supported`] must hold for this machine and `precision` (the kernels use AVX-512, and
-/// for `Low` its BF16 and VNNI extensions); `out`
-/// must be valid for writes of the rows `seq` × columns `h·head_dim..+head_dim`, and no other
-/// thread may touch those while this runs.
+/// for `Low` its BF16 and VNNI extensions); `packed` must come from [`pack`] with the same
+/// arguments; `out` must be valid for writes of the rows `seq` × columns
+/// `h·head_dim..+head_dim`, and no other thread may touch those while this runs.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn one_head(
     precision: Precision,
+    packed: &Packed,
     q: &[f32],
     k: &[f32],
     v: &[f32],
@@ -130,17 +207,17 @@ pub(crate) unsafe fn one_head(
     assert!(q.len() >= end * s.q_dim() && k.len() >= end * s.kv_dim());
     assert!(v.len() >= end * s.kv_dim());
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: `supported` checked the CPU features; the asserts above bound every read, the
-    // caller every write.
+    // SAFETY: `supported` checked the CPU features; the asserts above bound every read of q,
+    // k and v, `one_head_low` those of `packed`, the caller every write.
     unsafe {
         match precision {
             Precision::F32 => x86::one_head_f32(q, k, v, seq, h, s, causal, out, sc),
-            Precision::Low => x86::one_head_low(q, k, v, seq, h, s, causal, out, sc),
+            Precision::Low => x86::one_head_low(packed, v, seq, h, s, causal, out, sc),
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (precision, q, k, v, seq, h, s, causal, out, sc);
+        let _ = (precision, packed, q, k, v, seq, h, s, causal, out, sc);
         unreachable!("attention_fused::supported is false off x86-64");
     }
 }
@@ -189,13 +266,12 @@ mod x86 {
         };
     }
 
-    /// [`Precision::Low`]: bf16 queries and keys packed into pairs, values into int16 pairs
-    /// (not causal), then the blocks with bf16 scores.
+    /// [`Precision::Low`]: the blocks with bf16 scores, on the operands [`pack`] put in
+    /// `packed`.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx512vnni,avx2,fma")]
     pub(super) unsafe fn one_head_low(
-        q: &[f32],
-        k: &[f32],
+        packed: &Packed,
         v: &[f32],
         seq: Range<usize>,
         h: usize,
@@ -204,36 +280,27 @@ mod x86 {
         out: *mut f32,
         sc: &mut Scratch,
     ) {
-        let hd = s.head_dim;
+        let (hd, len, kh) = (s.head_dim, seq.len(), s.kv_head(h));
         let hp = hd / 2;
-        let (qd, kd, kh) = (s.q_dim(), s.kv_dim(), s.kv_head(h));
-        let (base, len) = (seq.start, seq.len());
         let lp = len.next_multiple_of(W);
-        pack_queries(q, base, len, qd, h * hd, hd, sc);
-        pack_keys(k, base, len, kd, kh * hd, hd, sc);
+        let qb = &packed.qb[h * len * hp..][..len * hp];
+        let kp = &packed.kp[kh * lp * hp..][..lp * hp];
         // Causal (decoder) attention keeps P·V in f32: see the module note.
-        let int16_values = !causal;
-        if int16_values {
-            pack_values(v, base, len, kd, kh * hd, hd, sc);
-        }
-        blocks(
-            v,
-            seq,
-            h,
-            s,
-            causal,
-            out,
-            sc,
-            int16_values,
-            |sc, i, r, seen| {
-                for panel in 0..seen.div_ceil(W) {
-                    let a = sc.qb.as_ptr().add(i * hp);
-                    let b = sc.kp.as_ptr().add(panel * hp * W);
-                    let c = sc.s.as_mut_ptr().add(panel * W);
-                    by_rows!(r, scores_tile(a, hp, b, hp, c, lp));
-                }
-            },
-        );
+        let values = (!causal).then(|| {
+            let pairs = len.div_ceil(2);
+            (
+                &packed.vp[kh * pairs * hd..][..pairs * hd],
+                &packed.vscale[kh * hd..][..hd],
+            )
+        });
+        blocks(v, seq, h, s, causal, out, sc, values, |sc, i, r, seen| {
+            for panel in 0..seen.div_ceil(W) {
+                let a = qb.as_ptr().add(i * hp);
+                let b = kp.as_ptr().add(panel * hp * W);
+                let c = sc.s.as_mut_ptr().add(panel * W);
+                by_rows!(r, scores_tile(a, hp, b, hp, c, lp));
+            }
+        });
     }
 
     /// [`Precision::F32`]: keys in the panels of the matmul's float micro-kernel (packed as
@@ -257,7 +324,7 @@ mod x86 {
         let (base, len) = (seq.start, seq.len());
         let lp = len.next_multiple_of(W);
         pack_key_panels(k, seq.clone(), kd, kh * hd, hd, &mut sc.kf);
-        blocks(v, seq, h, s, causal, out, sc, false, |sc, i, r, seen| {
+        blocks(v, seq, h, s, causal, out, sc, None, |sc, i, r, seen| {
             let a = q.as_ptr().add((base + i) * qd + h * hd);
             for panel in 0..seen.div_ceil(W) {
                 let b = sc.kf.as_ptr().add(panel * hd * W);
@@ -271,7 +338,8 @@ mod x86 {
     /// The block loop of both precisions, per block of MR query rows (from row `i`, `r`
     /// rows): `scores(sc, i, r, seen)` fills their score rows in `sc.s` for the `seen` keys
     /// any of them sees; then each row's softmax, and the block's P·V into `out` (in int16
-    /// from the packed values where `int16_values`, else in f32 from `v` in place).
+    /// where `values` holds the head's packed values and their column scales, else in f32
+    /// from `v` in place).
     /// Inlined into each caller, so it runs with the caller's CPU features.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
@@ -283,7 +351,7 @@ mod x86 {
         causal: bool,
         out: *mut f32,
         sc: &mut Scratch,
-        int16_values: bool,
+        values: Option<(&[u32], &[f32])>,
         mut scores: impl FnMut(&mut Scratch, usize, usize, usize),
     ) {
         let hd = s.head_dim;
@@ -291,7 +359,7 @@ mod x86 {
         let (base, len) = (seq.start, seq.len());
         let lp = len.next_multiple_of(W);
         sc.s.resize(MR * lp, 0.0);
-        if int16_values {
+        if values.is_some() {
             sc.pq.resize(MR * lp, 0);
         }
         let scale = 1.0 / (hd as f32).sqrt();
@@ -305,7 +373,7 @@ mod x86 {
             for row in 0..r {
                 let visible = if causal { i + row + 1 } else { len };
                 let scores = &mut sc.s[row * lp..(row + 1) * lp];
-                if int16_values {
+                if values.is_some() {
                     let probs = &mut sc.pq[row * lp..(row + 1) * lp];
                     softmax_q15(scores, visible, seen.next_multiple_of(2), scale, probs);
                 } else {
@@ -314,8 +382,9 @@ mod x86 {
             }
             for chunk in (0..hd).step_by(W) {
                 let c = out.add((base + i) * qd + h * hd + chunk);
-                if int16_values {
-                    by_rows!(r, values_tile(sc, chunk, seen.div_ceil(2), lp, c, qd));
+                if let Some((vp, vscale)) = values {
+                    let (pq, pairs) = (sc.pq.as_ptr(), seen.div_ceil(2));
+                    by_rows!(r, values_tile(pq, lp, vp, vscale, chunk, pairs, c, qd));
                 } else {
                     let v = v.as_ptr().add(base * kd + kh * hd + chunk);
                     by_rows!(r, values_tile_f32(sc.s.as_ptr(), lp, v, kd, seen, c, qd));
@@ -337,120 +406,124 @@ mod x86 {
         }
     }
 
-    /// Rows of a head are 32–256 bytes of a row of q, k or v hundreds of bytes long, a
-    /// stride the hardware prefetchers follow late: ask for the row `AHEAD` rows on (its
-    /// first two lines, all of a 32-wide head) while converting this one. Measured: ~3 % of
-    /// all-minilm's attention.
-    const AHEAD: usize = 8;
-
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn prefetch_ahead(row: *const f32, stride: usize) {
-        let ahead = row.wrapping_add(AHEAD * stride);
-        _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
-        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(16).cast());
-    }
-
-    /// Query rows → their bf16 pairs, contiguous.
+    /// Queries of every head → their bf16 pairs, per head its rows contiguous.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    unsafe fn pack_queries(
+    pub(super) unsafe fn pack_queries(
         q: &[f32],
         base: usize,
         len: usize,
-        stride: usize,
-        col: usize,
+        n_head: usize,
         hd: usize,
-        sc: &mut Scratch,
+        qb: &mut Vec<u32>,
     ) {
-        let hp = hd / 2;
-        sc.qb.resize(len * hp, 0);
+        let (hp, stride) = (hd / 2, n_head * hd);
+        qb.resize(n_head * len * hp, 0);
         for i in 0..len {
-            let src = q.as_ptr().add((base + i) * stride + col);
-            prefetch_ahead(src, stride);
-            for c in (0..hd).step_by(W) {
-                let dst = sc.qb.as_mut_ptr().add(i * hp + c / 2);
-                _mm512_storeu_si512(dst.cast(), pairs32(src.add(c)));
+            let src = q.as_ptr().add((base + i) * stride);
+            for h in 0..n_head {
+                for c in (0..hd).step_by(W) {
+                    let dst = qb.as_mut_ptr().add((h * len + i) * hp + c / 2);
+                    _mm512_storeu_si512(dst.cast(), pairs32(src.add(h * hd + c)));
+                }
             }
         }
     }
 
-    /// Keys → bf16 pairs scattered into their panel's column (16 stores per 32 dims); the
-    /// last panel's keys past `len` stay zero.
+    /// Keys of every KV head → bf16 pairs scattered into their panel's column (16 stores per
+    /// 32 dims); the last panel's keys past `len` are zero.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    unsafe fn pack_keys(
+    pub(super) unsafe fn pack_keys(
         k: &[f32],
         base: usize,
         len: usize,
-        stride: usize,
-        col: usize,
+        n_kv: usize,
         hd: usize,
-        sc: &mut Scratch,
+        kp: &mut Vec<u32>,
     ) {
-        let hp = hd / 2;
-        sc.kp.clear();
-        sc.kp.resize(len.div_ceil(W) * hp * W, 0);
+        let (hp, stride) = (hd / 2, n_kv * hd);
+        let per_head = len.next_multiple_of(W) * hp;
+        // Every key's pairs are written below; only the pad of each last panel is zeroed
+        // here (not the whole buffer, which is hundreds of kilobytes a sequence).
+        kp.resize(n_kv * per_head, 0);
+        if !len.is_multiple_of(W) {
+            for kh in 0..n_kv {
+                let last = &mut kp[kh * per_head + (len / W) * hp * W..][..hp * W];
+                for t in 0..hp {
+                    last[t * W + len % W..(t + 1) * W].fill(0);
+                }
+            }
+        }
         let mut row = [0u32; 16];
         for j in 0..len {
-            let src = k.as_ptr().add((base + j) * stride + col);
-            prefetch_ahead(src, stride);
+            let src = k.as_ptr().add((base + j) * stride);
             let column = (j / W) * hp * W + j % W;
-            for c in (0..hd).step_by(W) {
-                _mm512_storeu_si512(row.as_mut_ptr().cast(), pairs32(src.add(c)));
-                for (t, &pair) in row.iter().enumerate() {
-                    sc.kp[column + (c / 2 + t) * W] = pair;
+            for kh in 0..n_kv {
+                for c in (0..hd).step_by(W) {
+                    _mm512_storeu_si512(row.as_mut_ptr().cast(), pairs32(src.add(kh * hd + c)));
+                    let dst = &mut kp[kh * per_head + column + c / 2 * W..];
+                    for (t, &pair) in row.iter().enumerate() {
+                        dst[t * W] = pair;
+                    }
                 }
             }
         }
     }
 
-    /// Values → int16, each column scaled by 32767 / its largest |v|, two keys per u32 (a
-    /// missing last key of an odd length is zero); `vscale` gets what a unit of the P·V sum
-    /// is worth per column.
+    /// Values of every KV head → int16, each column scaled by 32767 / its largest |v| (one
+    /// pass for the maxima, one for the pairs), two keys per u32 (a missing last key of an
+    /// odd length is zero); `vscale` gets what a unit of the P·V sum is worth per column.
+    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    unsafe fn pack_values(
+    pub(super) unsafe fn pack_values(
         v: &[f32],
         base: usize,
         len: usize,
-        stride: usize,
-        col: usize,
+        n_kv: usize,
         hd: usize,
-        sc: &mut Scratch,
+        vp: &mut Vec<u32>,
+        vmult: &mut Vec<f32>,
+        vscale: &mut Vec<f32>,
     ) {
-        let row = |j: usize| v.as_ptr().add((base + j) * stride + col);
-        sc.vscale.clear();
-        sc.vscale.resize(hd, 0.0);
-        sc.vmult.clear();
-        sc.vmult.resize(hd, 0.0);
-        for c in (0..hd).step_by(16) {
-            let mut m = _mm512_setzero_ps();
-            for j in 0..len {
-                if c == 0 {
-                    prefetch_ahead(row(j), stride);
-                }
-                m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(row(j).add(c))));
+        let kd = n_kv * hd;
+        let row = |j: usize| v.as_ptr().add((base + j) * kd);
+        // The maxima, gathered in `vmult` first.
+        vmult.clear();
+        vmult.resize(kd, 0.0);
+        vscale.clear();
+        vscale.resize(kd, 0.0);
+        let m = vmult.as_mut_ptr();
+        for j in 0..len {
+            for c in (0..kd).step_by(16) {
+                let x = _mm512_abs_ps(_mm512_loadu_ps(row(j).add(c)));
+                _mm512_storeu_ps(m.add(c), _mm512_max_ps(_mm512_loadu_ps(m.add(c)), x));
             }
+        }
+        for c in (0..kd).step_by(16) {
+            let max = _mm512_loadu_ps(m.add(c));
             // A zero column stays zero: its multiplier 0, not ∞.
-            let nonzero = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(m, _mm512_setzero_ps());
-            let mult = _mm512_maskz_div_ps(nonzero, _mm512_set1_ps(Q15), m);
-            _mm512_storeu_ps(sc.vmult.as_mut_ptr().add(c), mult);
-            let worth = _mm512_mul_ps(m, _mm512_set1_ps(1.0 / (Q15 * Q15)));
-            _mm512_storeu_ps(sc.vscale.as_mut_ptr().add(c), worth);
+            let nonzero = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(max, _mm512_setzero_ps());
+            let mult = _mm512_maskz_div_ps(nonzero, _mm512_set1_ps(Q15), max);
+            _mm512_storeu_ps(m.add(c), mult);
+            let worth = _mm512_mul_ps(max, _mm512_set1_ps(1.0 / (Q15 * Q15)));
+            _mm512_storeu_ps(vscale.as_mut_ptr().add(c), worth);
         }
         let pairs = len.div_ceil(2);
-        sc.vp.resize(pairs * hd, 0);
+        vp.resize(n_kv * pairs * hd, 0);
         let low16 = _mm512_set1_epi32(0xFFFF);
         for t in 0..pairs {
-            for c in (0..hd).step_by(16) {
-                let m = _mm512_loadu_ps(sc.vmult.as_ptr().add(c));
-                let a = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(row(2 * t).add(c)), m));
+            for c in (0..kd).step_by(16) {
+                let mult = _mm512_loadu_ps(m.add(c));
+                let a = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(row(2 * t).add(c)), mult));
                 let b = if 2 * t + 1 < len {
                     let x = _mm512_loadu_ps(row(2 * t + 1).add(c));
-                    _mm512_cvtps_epi32(_mm512_mul_ps(x, m))
+                    _mm512_cvtps_epi32(_mm512_mul_ps(x, mult))
                 } else {
                     _mm512_setzero_si512()
                 };
                 let pair = _mm512_or_si512(_mm512_and_si512(a, low16), _mm512_slli_epi32::<16>(b));
-                _mm512_storeu_si512(sc.vp.as_mut_ptr().add(t * hd + c).cast(), pair);
+                let (kh, col) = (c / hd, c % hd);
+                let dst = vp.as_mut_ptr().add((kh * pairs + t) * hd + col);
+                _mm512_storeu_si512(dst.cast(), pair);
             }
         }
     }
@@ -591,20 +664,25 @@ mod x86 {
     }
 
     /// c[R × 32] = P·V for one 32-column chunk of the head (scaled back to floats): R rows
-    /// of int16 probabilities (stride `lp`) against `pairs` key pairs of the packed values.
+    /// of int16 probabilities `pq` (stride `lp`) against `pairs` key pairs of the head's
+    /// packed values `vp` (column scales `vscale`).
+    #[allow(clippy::too_many_arguments)]
     #[inline(never)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
     unsafe fn values_tile<const R: usize>(
-        sc: &Scratch,
+        pq: *const i16,
+        lp: usize,
+        vp: &[u32],
+        vscale: &[f32],
         chunk: usize,
         pairs: usize,
-        lp: usize,
         c: *mut f32,
         ldc: usize,
     ) {
-        let hd = sc.vscale.len();
-        let a = sc.pq.as_ptr().cast::<u8>();
-        let b = sc.vp.as_ptr().add(chunk);
+        let hd = vscale.len();
+        assert!(chunk + W <= hd && pairs * hd <= vp.len());
+        let a = pq.cast::<u8>();
+        let b = vp.as_ptr().add(chunk);
         let mut acc = [[_mm512_setzero_si512(); 2]; R];
         for t in 0..pairs {
             let b0 = _mm512_loadu_si512(b.add(t * hd).cast());
@@ -617,8 +695,8 @@ mod x86 {
                 acc[1] = _mm512_dpwssd_epi32(acc[1], x, b1);
             }
         }
-        let s0 = _mm512_loadu_ps(sc.vscale.as_ptr().add(chunk));
-        let s1 = _mm512_loadu_ps(sc.vscale.as_ptr().add(chunk + 16));
+        let s0 = _mm512_loadu_ps(vscale.as_ptr().add(chunk));
+        let s1 = _mm512_loadu_ps(vscale.as_ptr().add(chunk + 16));
         for (r, acc) in acc.iter().enumerate() {
             _mm512_storeu_ps(
                 c.add(r * ldc),
