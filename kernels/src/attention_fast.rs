@@ -12,7 +12,7 @@
 //! division applied to the output rows.
 
 use crate::attention::AttnShape;
-use crate::attention_fused as fused;
+use crate::attention_fused::{self as fused, Heads};
 use crate::matmul::float::{mr_for, tile};
 use crate::matmul::pack::NR;
 use crate::matmul::{Isa, SendPtr};
@@ -20,6 +20,7 @@ use crate::ops_fast::{exp_lane, max_lanes, multiversion, sum_lanes};
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::ops::Range;
+use std::sync::Mutex;
 
 #[derive(Default)]
 struct Scratch {
@@ -33,14 +34,20 @@ struct Scratch {
     inv_sum: Vec<f32>,
     /// The fused path's buffers.
     fused: fused::Scratch,
+    /// The fused path's operands of one head of a short sequence.
+    packed: fused::Packed,
 }
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
-    /// The fused path's packed sequences of one call (one each), kept by the calling thread
-    /// between calls so that they are not allocated again per layer.
-    static PACKED: RefCell<Vec<fused::Packed>> = const { RefCell::new(Vec::new()) };
 }
+
+/// The fused path's packed long sequences of a call (one entry per sequence; ~5 MB for a
+/// 2048-token forward pass of all-minilm passages), lent to the call and given back after
+/// it, so that they are not allocated again per layer: one set per concurrent call, not one
+/// per thread that ever made one (the scheduler's forward passes move between rayon's
+/// threads).
+static PACKED: Mutex<Vec<Vec<fused::Packed>>> = Mutex::new(Vec::new());
 
 /// Attention over packed sequences; layout as in [`crate::attention::attention`].
 #[allow(clippy::too_many_arguments)]
@@ -118,10 +125,12 @@ fn run(
     if s.head_dim == 0 {
         return;
     }
-    // One parallel region: per sequence, the fused path first packs its operands (see
-    // `fused::pack`), then its heads run; a long sequence's heads in parallel too, so that
-    // one passage still fills every thread.
-    let mut packed = PACKED.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    // One parallel region over the sequences. The fused path packs a long sequence's
+    // operands for all its heads at once (see `fused::pack`), then runs the heads as parallel
+    // tasks, so that one passage still fills every thread; a short one (a query) runs its
+    // heads on one thread, each packing its own.
+    let pool = || PACKED.lock().unwrap_or_else(|e| e.into_inner());
+    let mut packed = pool().pop().unwrap_or_default();
     packed.resize_with(packed.len().max(seqs.len()), Default::default);
     let op = SendPtr(out.as_mut_ptr());
     let sequence = |(seq, pk): (&Range<usize>, &mut fused::Packed)| {
@@ -129,9 +138,10 @@ fn run(
             return;
         }
         let fused = path.filter(|_| seq.len() <= fused::MAX_LEN);
-        if let Some(p) = fused {
+        let long = seq.len() >= PARALLEL_HEADS;
+        if let (Some(p), true) = (fused, long) {
             // SAFETY: `fused::supported` held for p.
-            unsafe { fused::pack(p, q, k, v, seq.clone(), s, causal, pk) };
+            unsafe { fused::pack(p, q, k, v, seq.clone(), s, causal, Heads::All, pk) };
         }
         let pk = &*pk;
         let head = |h: usize| {
@@ -141,19 +151,27 @@ fn run(
             let seq = seq.clone();
             match fused {
                 Some(p) => {
-                    let out = op.get();
-                    // SAFETY: `fused::supported` held for p, and `pk` was packed above from
-                    // these arguments; rows `seq` × the columns of head h of out belong to
-                    // this pair alone; the asserts above cover the sequence's rows.
-                    unsafe {
-                        fused::one_head(p, pk, q, k, v, seq, h, s, causal, out, &mut sc.fused)
+                    let Scratch { fused, packed, .. } = &mut sc;
+                    let pk = if long {
+                        pk
+                    } else {
+                        // SAFETY: `fused::supported` held for p.
+                        unsafe {
+                            fused::pack(p, q, k, v, seq.clone(), s, causal, Heads::One(h), packed)
+                        };
+                        packed
                     };
+                    let out = op.get();
+                    // SAFETY: `fused::supported` held for p, and `pk` was packed from these
+                    // arguments, with head h; rows `seq` × the columns of head h of out belong
+                    // to this pair alone; the asserts above cover the sequence's rows.
+                    unsafe { fused::one_head(p, pk, q, k, v, seq, h, s, causal, out, fused) };
                 }
                 None => one_head(isa, q, k, v, seq, h, s, causal, op, &mut sc),
             }
             SCRATCH.with(|c| *c.borrow_mut() = sc);
         };
-        if seq.len() >= PARALLEL_HEADS {
+        if long {
             (0..s.n_head).into_par_iter().for_each(head);
         } else {
             (0..s.n_head).for_each(head);
@@ -162,11 +180,12 @@ fn run(
     seqs.par_iter()
         .zip(packed[..seqs.len()].par_iter_mut())
         .for_each(sequence);
-    PACKED.with(|c| *c.borrow_mut() = packed);
+    pool().push(packed);
 }
 
-/// Sequences at least this long run their heads as parallel tasks; shorter ones (queries)
-/// are too little work per head to be worth a task each, and come many to a batch.
+/// Sequences at least this long are packed whole and run their heads as parallel tasks;
+/// shorter ones (queries) are too little work per head to be worth a task each, come many to
+/// a batch, and their rows stay in cache from one head to the next.
 const PARALLEL_HEADS: usize = 64;
 
 #[allow(clippy::too_many_arguments)]
@@ -345,8 +364,9 @@ mod tests {
     #[test]
     fn matches_scalar_reference() {
         let mut rng = Rng::new(11);
-        let seqs = vec![0..1, 1..11, 11..44, 44..47];
-        let tokens = 47;
+        // The last sequence is long enough for its heads to run as parallel tasks.
+        let seqs = vec![0..1, 1..11, 11..44, 44..47, 47..(47 + PARALLEL_HEADS + 3)];
+        let tokens = 47 + PARALLEL_HEADS + 3;
         for (n_head, n_head_kv, head_dim) in [(12, 12, 32), (4, 2, 64), (4, 2, 16), (2, 1, 7)] {
             let s = AttnShape {
                 n_head,

@@ -85,11 +85,25 @@ pub(crate) struct Scratch {
     pq: Vec<i16>,
 }
 
-/// One sequence's operands of every head for [`Precision::Low`] (layouts in the module
+/// Which heads of a sequence [`pack`] packs.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub(crate) enum Heads {
+    /// Every head: a long sequence, whose heads then run as parallel tasks on the one copy.
+    #[default]
+    All,
+    /// One query head and its KV head: a short sequence (a query), packed head by head by
+    /// the thread that runs it, so that a batch of hundreds of queries does not hold every
+    /// head of every query packed at once (its key panels are mostly padding).
+    One(usize),
+}
+
+/// One sequence's operands of its heads for [`Precision::Low`] (layouts in the module
 /// note); left empty for `F32`, which packs its keys per head.
 #[derive(Default)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the kernel is x86-64 only
 pub(crate) struct Packed {
+    /// The heads packed: their count, and the first query head and its KV head.
+    heads: Heads,
     qb: Vec<u32>,
     kp: Vec<u32>,
     /// Bidirectional attention only (causal attention reads v in f32 where it is).
@@ -118,9 +132,9 @@ pub fn supported(isa: Isa, head_dim: usize, precision: Precision) -> bool {
     }
 }
 
-/// Packs the operands of every head of `seq` for `precision` into `packed` (nothing for
-/// `F32`); inputs laid out as in [`crate::attention::attention`]. Long sequences pack q, k
-/// and v on three rayon tasks.
+/// Packs the operands of `heads` of `seq` for `precision` into `packed` (nothing for
+/// `F32`); inputs laid out as in [`crate::attention::attention`]. All heads (a long
+/// sequence) pack q, k and v on three rayon tasks.
 ///
 /// # Safety
 /// [`supported`] must hold for this machine and `precision`.
@@ -133,9 +147,11 @@ pub(crate) unsafe fn pack(
     seq: Range<usize>,
     s: AttnShape,
     causal: bool,
+    heads: Heads,
     packed: &mut Packed,
 ) {
     assert!(seq.len() <= MAX_LEN && s.head_dim.is_multiple_of(W));
+    assert!(!matches!(heads, Heads::One(h) if h >= s.n_head));
     assert!(q.len() >= seq.end * s.q_dim() && k.len() >= seq.end * s.kv_dim());
     assert!(v.len() >= seq.end * s.kv_dim());
     if precision == Precision::F32 {
@@ -143,27 +159,36 @@ pub(crate) unsafe fn pack(
     }
     #[cfg(target_arch = "x86_64")]
     {
-        // Below this many rows the three tasks cost more than they save.
-        const SPLIT: usize = 64;
+        packed.heads = heads;
         let Packed {
             qb,
             kp,
             vp,
             vmult,
             vscale,
+            ..
         } = packed;
-        let (hd, base, len) = (s.head_dim, seq.start, seq.len());
+        let hd = s.head_dim;
+        // Per operand: its row stride, and the first column and number of its heads packed.
+        let (qr, kr) = match heads {
+            Heads::All => ((s.q_dim(), 0, s.n_head), (s.kv_dim(), 0, s.n_head_kv)),
+            Heads::One(h) => ((s.q_dim(), h * hd, 1), (s.kv_dim(), s.kv_head(h) * hd, 1)),
+        };
+        let (qr, kr) = (
+            x86::Rows::new(seq.clone(), qr, hd),
+            x86::Rows::new(seq.clone(), kr, hd),
+        );
         // SAFETY (all three): `supported` checked the CPU features, the asserts above bound
         // every read.
-        let mut queries = || unsafe { x86::pack_queries(q, base, len, s.n_head, hd, qb) };
-        let mut keys = || unsafe { x86::pack_keys(k, base, len, s.n_head_kv, hd, kp) };
+        let mut queries = || unsafe { x86::pack_queries(q, qr, qb) };
+        let mut keys = || unsafe { x86::pack_keys(k, kr, kp) };
         // Causal (decoder) attention keeps P·V in f32: see the module note.
         let mut values = || {
             if !causal {
-                unsafe { x86::pack_values(v, base, len, s.n_head_kv, hd, vp, vmult, vscale) }
+                unsafe { x86::pack_values(v, kr, vp, vmult, vscale) }
             }
         };
-        if len >= SPLIT {
+        if heads == Heads::All {
             rayon::join(queries, || rayon::join(keys, values));
         } else {
             queries();
@@ -173,7 +198,7 @@ pub(crate) unsafe fn pack(
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (q, k, v, causal, packed);
+        let _ = (q, k, v, causal, heads, packed);
         unreachable!("attention_fused::supported is false off x86-64");
     }
 }
@@ -283,7 +308,15 @@ mod x86 {
         let (hd, len, kh) = (s.head_dim, seq.len(), s.kv_head(h));
         let hp = hd / 2;
         let lp = len.next_multiple_of(W);
-        let qb = &packed.qb[h * len * hp..][..len * hp];
+        // The head's place among those packed.
+        let (qh, kh) = match packed.heads {
+            Heads::All => (h, kh),
+            Heads::One(one) => {
+                assert_eq!(one, h, "attention_fused: another head was packed");
+                (0, 0)
+            }
+        };
+        let qb = &packed.qb[qh * len * hp..][..len * hp];
         let kp = &packed.kp[kh * lp * hp..][..lp * hp];
         // Causal (decoder) attention keeps P·V in f32: see the module note.
         let values = (!causal).then(|| {
@@ -406,21 +439,51 @@ mod x86 {
         }
     }
 
-    /// Queries of every head → their bf16 pairs, per head its rows contiguous.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    pub(super) unsafe fn pack_queries(
-        q: &[f32],
+    /// The rows of a sequence in q, k or v, and the heads of them to pack: `heads` of `hd`
+    /// values from column `col` of rows `stride` apart.
+    #[derive(Clone, Copy)]
+    pub(super) struct Rows {
         base: usize,
         len: usize,
-        n_head: usize,
+        stride: usize,
+        col: usize,
+        heads: usize,
         hd: usize,
-        qb: &mut Vec<u32>,
-    ) {
-        let (hp, stride) = (hd / 2, n_head * hd);
-        qb.resize(n_head * len * hp, 0);
+    }
+
+    impl Rows {
+        /// `(stride, col, heads)` of the rows `seq`.
+        pub(super) fn new(
+            seq: Range<usize>,
+            (stride, col, heads): (usize, usize, usize),
+            hd: usize,
+        ) -> Rows {
+            assert!(col + heads * hd <= stride);
+            Rows {
+                base: seq.start,
+                len: seq.len(),
+                stride,
+                col,
+                heads,
+                hd,
+            }
+        }
+
+        /// The first of row j's packed values.
+        unsafe fn row(&self, x: &[f32], j: usize) -> *const f32 {
+            x.as_ptr().add((self.base + j) * self.stride + self.col)
+        }
+    }
+
+    /// Queries → their bf16 pairs, per head its rows contiguous.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    pub(super) unsafe fn pack_queries(q: &[f32], r: Rows, qb: &mut Vec<u32>) {
+        let (hd, len) = (r.hd, r.len);
+        let hp = hd / 2;
+        qb.resize(r.heads * len * hp, 0);
         for i in 0..len {
-            let src = q.as_ptr().add((base + i) * stride);
-            for h in 0..n_head {
+            let src = r.row(q, i);
+            for h in 0..r.heads {
                 for c in (0..hd).step_by(W) {
                     let dst = qb.as_mut_ptr().add((h * len + i) * hp + c / 2);
                     _mm512_storeu_si512(dst.cast(), pairs32(src.add(h * hd + c)));
@@ -429,25 +492,19 @@ mod x86 {
         }
     }
 
-    /// Keys of every KV head → bf16 pairs scattered into their panel's column (16 stores per
-    /// 32 dims); the last panel's keys past `len` are zero.
+    /// Keys → bf16 pairs scattered into their panel's column (16 stores per 32 dims), per
+    /// head its panels contiguous; the last panel's keys past `len` are zero.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    pub(super) unsafe fn pack_keys(
-        k: &[f32],
-        base: usize,
-        len: usize,
-        n_kv: usize,
-        hd: usize,
-        kp: &mut Vec<u32>,
-    ) {
-        let (hp, stride) = (hd / 2, n_kv * hd);
+    pub(super) unsafe fn pack_keys(k: &[f32], r: Rows, kp: &mut Vec<u32>) {
+        let (hd, len) = (r.hd, r.len);
+        let hp = hd / 2;
         let per_head = len.next_multiple_of(W) * hp;
         // Every key's pairs are written below; only the pad of each last panel is zeroed
         // here (not the whole buffer, which is hundreds of kilobytes a sequence).
-        kp.resize(n_kv * per_head, 0);
+        kp.resize(r.heads * per_head, 0);
         if !len.is_multiple_of(W) {
-            for kh in 0..n_kv {
-                let last = &mut kp[kh * per_head + (len / W) * hp * W..][..hp * W];
+            for h in 0..r.heads {
+                let last = &mut kp[h * per_head + (len / W) * hp * W..][..hp * W];
                 for t in 0..hp {
                     last[t * W + len % W..(t + 1) * W].fill(0);
                 }
@@ -455,12 +512,12 @@ mod x86 {
         }
         let mut row = [0u32; 16];
         for j in 0..len {
-            let src = k.as_ptr().add((base + j) * stride);
+            let src = r.row(k, j);
             let column = (j / W) * hp * W + j % W;
-            for kh in 0..n_kv {
+            for h in 0..r.heads {
                 for c in (0..hd).step_by(W) {
-                    _mm512_storeu_si512(row.as_mut_ptr().cast(), pairs32(src.add(kh * hd + c)));
-                    let dst = &mut kp[kh * per_head + column + c / 2 * W..];
+                    _mm512_storeu_si512(row.as_mut_ptr().cast(), pairs32(src.add(h * hd + c)));
+                    let dst = &mut kp[h * per_head + column + c / 2 * W..];
                     for (t, &pair) in row.iter().enumerate() {
                         dst[t * W] = pair;
                     }
@@ -469,36 +526,33 @@ mod x86 {
         }
     }
 
-    /// Values of every KV head → int16, each column scaled by 32767 / its largest |v| (one
-    /// pass for the maxima, one for the pairs), two keys per u32 (a missing last key of an
-    /// odd length is zero); `vscale` gets what a unit of the P·V sum is worth per column.
-    #[allow(clippy::too_many_arguments)]
+    /// Values → int16, each column scaled by 32767 / its largest |v| (one pass for the
+    /// maxima, one for the pairs), two keys per u32 (a missing last key of an odd length is
+    /// zero), per head its pairs contiguous; `vscale` gets what a unit of the P·V sum is
+    /// worth per column.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub(super) unsafe fn pack_values(
         v: &[f32],
-        base: usize,
-        len: usize,
-        n_kv: usize,
-        hd: usize,
+        r: Rows,
         vp: &mut Vec<u32>,
         vmult: &mut Vec<f32>,
         vscale: &mut Vec<f32>,
     ) {
-        let kd = n_kv * hd;
-        let row = |j: usize| v.as_ptr().add((base + j) * kd);
+        let (hd, len, width) = (r.hd, r.len, r.heads * r.hd);
         // The maxima, gathered in `vmult` first.
         vmult.clear();
-        vmult.resize(kd, 0.0);
+        vmult.resize(width, 0.0);
         vscale.clear();
-        vscale.resize(kd, 0.0);
+        vscale.resize(width, 0.0);
         let m = vmult.as_mut_ptr();
         for j in 0..len {
-            for c in (0..kd).step_by(16) {
-                let x = _mm512_abs_ps(_mm512_loadu_ps(row(j).add(c)));
+            let row = r.row(v, j);
+            for c in (0..width).step_by(16) {
+                let x = _mm512_abs_ps(_mm512_loadu_ps(row.add(c)));
                 _mm512_storeu_ps(m.add(c), _mm512_max_ps(_mm512_loadu_ps(m.add(c)), x));
             }
         }
-        for c in (0..kd).step_by(16) {
+        for c in (0..width).step_by(16) {
             let max = _mm512_loadu_ps(m.add(c));
             // A zero column stays zero: its multiplier 0, not ∞.
             let nonzero = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(max, _mm512_setzero_ps());
@@ -508,21 +562,23 @@ mod x86 {
             _mm512_storeu_ps(vscale.as_mut_ptr().add(c), worth);
         }
         let pairs = len.div_ceil(2);
-        vp.resize(n_kv * pairs * hd, 0);
+        vp.resize(r.heads * pairs * hd, 0);
         let low16 = _mm512_set1_epi32(0xFFFF);
         for t in 0..pairs {
-            for c in (0..kd).step_by(16) {
+            let (r0, r1) = (
+                r.row(v, 2 * t),
+                (2 * t + 1 < len).then(|| r.row(v, 2 * t + 1)),
+            );
+            for c in (0..width).step_by(16) {
                 let mult = _mm512_loadu_ps(m.add(c));
-                let a = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(row(2 * t).add(c)), mult));
-                let b = if 2 * t + 1 < len {
-                    let x = _mm512_loadu_ps(row(2 * t + 1).add(c));
-                    _mm512_cvtps_epi32(_mm512_mul_ps(x, mult))
-                } else {
-                    _mm512_setzero_si512()
+                let a = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(r0.add(c)), mult));
+                let b = match r1 {
+                    Some(r1) => _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(r1.add(c)), mult)),
+                    None => _mm512_setzero_si512(),
                 };
                 let pair = _mm512_or_si512(_mm512_and_si512(a, low16), _mm512_slli_epi32::<16>(b));
-                let (kh, col) = (c / hd, c % hd);
-                let dst = vp.as_mut_ptr().add((kh * pairs + t) * hd + col);
+                let (h, col) = (c / hd, c % hd);
+                let dst = vp.as_mut_ptr().add((h * pairs + t) * hd + col);
                 _mm512_storeu_si512(dst.cast(), pair);
             }
         }
@@ -822,9 +878,10 @@ mod tests {
             return;
         }
         let mut rng = Rng::new(5);
-        // Lengths around the panel width and the row block, a one-token sequence, odd ones.
-        let seqs = vec![0..1, 1..34, 34..97, 97..104, 104..113];
-        let tokens = 113;
+        // Lengths around the panel width and the row block, a one-token sequence, odd ones;
+        // short ones packed head by head, the last two (≥ PARALLEL_HEADS) whole.
+        let seqs = vec![0..1, 1..34, 34..97, 97..104, 104..113, 113..177, 177..276];
+        let tokens = 276;
         for (n_head, n_head_kv, head_dim) in [(12, 12, 32), (4, 2, 64)] {
             let s = AttnShape {
                 n_head,
