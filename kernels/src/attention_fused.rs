@@ -30,19 +30,21 @@
 //! rounds by ≤ ½), and |v| ≤ 32767, so |Σ p·v| ≤ (32767 + len/2)·32767 < 2³¹ for
 //! len ≤ [`MAX_LEN`].
 //!
-//! `Low` packs a sequence's operands for all its heads at once ([`pack`], into a [`Packed`]),
-//! in one pass over the rows of q, k and v: a head's 32–256 bytes of a row hundreds of bytes
-//! long is a stride the hardware prefetchers follow late, and reading them head by head cost
-//! ~20 % of this path on a 2048-token forward pass (measured: 8 × 256 tokens ran at 195
-//! GFLOP/s, one sequence whose rows stayed in L2 at 244). Layouts, with a "pair" = one u32
-//! holding two 16-bit values (element 2t low, 2t+1 high), the unit both dot-product
-//! instructions work on (`F32` reads q and v where they are and keeps its keys in `kf`:
-//! panels of 32 keys, per head dimension d the 32 keys' value d):
-//! - `qb`: per query head, per query row, its head_dim/2 bf16 pairs.
-//! - `kp`: per KV head, keys in panels of 32; per panel, per pair index t, 32 keys' pair t
-//!   (two vectors).
-//! - `vp`: per KV head, per key pair t (keys 2t, 2t+1), per column c, the two keys' int16
-//!   values of c.
+//! `Low` packs a long sequence's operands for all its heads at once (`pack`, into a
+//! `Packed`), in one pass over the rows of q, k and v: a head's 32–256 bytes of a row
+//! hundreds of bytes long is a stride the hardware prefetchers follow late, and reading them
+//! head by head cost ~20 % of this path on a 2048-token forward pass (8 × 256 tokens ran at
+//! 195 GFLOP/s, one sequence whose rows stayed in L2 at 244). A short one (a query, whose
+//! rows stay in cache from one head to the next) is packed head by head.
+//!
+//! Layouts, with a "pair" = one u32 holding two 16-bit values (element 2t low, 2t+1 high),
+//! the unit both dot-product instructions work on (`F32` reads q and v where they are and
+//! keeps its keys in `kf`: panels of 32 keys, per head dimension d the 32 keys' value d):
+//! - `qb`: per query head packed, per query row, its head_dim/2 bf16 pairs.
+//! - `kp`: per KV head packed, keys in panels of 32; per panel, per pair index t, 32 keys'
+//!   pair t (two vectors).
+//! - `vp`: per KV head packed, per key pair t (keys 2t, 2t+1), per column c, the two keys'
+//!   int16 values of c.
 //! - `pq`: per query row of the block, its int16 probabilities, so adjacent keys are a pair.
 
 use crate::attention::AttnShape;
@@ -102,7 +104,7 @@ pub(crate) enum Heads {
 #[derive(Default)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the kernel is x86-64 only
 pub(crate) struct Packed {
-    /// The heads packed: their count, and the first query head and its KV head.
+    /// Which heads are packed, and so where head h's operands lie.
     heads: Heads,
     qb: Vec<u32>,
     kp: Vec<u32>,
