@@ -1,7 +1,8 @@
-//! Attention over packed sequences, all threads: all-minilm's shape (12 heads of 32) on one
-//! 2048-token forward pass of 8 passages of 256 tokens (bidirectional), at both precisions
-//! of the fused path, and the f32 one. Criterion's "elem/s" is FLOP/s here: per sequence and
-//! head, Q·Kᵀ and P·V take 2·len²·head_dim multiply-adds (4·len²·head_dim FLOP).
+//! Attention over packed sequences, all threads: all-minilm's shape (12 heads of 32) on a
+//! ~2048-token forward pass, of 8 passages of 256 tokens or of 170 queries of 12
+//! (bidirectional), at both precisions of the fused path, and the f32 one. Criterion's
+//! "elem/s" is FLOP/s here: per sequence and head, Q·Kᵀ and P·V take 2·len²·head_dim
+//! multiply-adds (4·len²·head_dim FLOP).
 //!
 //! cargo bench -p quiver-kernels --bench attention -- --warm-up-time 1 --measurement-time 3
 
@@ -12,8 +13,19 @@ use quiver_kernels::matmul::Isa;
 use std::ops::Range;
 
 fn bench(c: &mut Criterion) {
+    println!(
+        "ISA {:?}, {} threads",
+        Isa::detect(),
+        rayon::current_num_threads()
+    );
+    // Passages, and a batch of queries.
+    for (n_seq, len) in [(8, 256), (170, 12)] {
+        group(c, n_seq, len);
+    }
+}
+
+fn group(c: &mut Criterion, n_seq: usize, len: usize) {
     let isa = Isa::detect();
-    let (n_seq, len) = (std::env::var("NSEQ").map_or(8, |v| v.parse().unwrap()), 256);
     let s = AttnShape {
         n_head: 12,
         n_head_kv: 12,
@@ -34,7 +46,6 @@ fn bench(c: &mut Criterion) {
     let flop = 4 * n_seq * len * len * s.head_dim * s.n_head;
     let mut g = c.benchmark_group(format!("attention_{n_seq}x{len}_12x32"));
     g.throughput(Throughput::Elements(flop as u64));
-    println!("ISA {isa:?}, {} threads", rayon::current_num_threads());
     g.bench_function("low_precision", |b| {
         b.iter(|| attention_low_precision(isa, &q, &k, &v, &seqs, s, false, &mut out))
     });

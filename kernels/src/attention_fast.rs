@@ -12,7 +12,7 @@
 //! division applied to the output rows.
 
 use crate::attention::AttnShape;
-use crate::attention_fused::{self as fused, Heads};
+use crate::attention_fused as fused;
 use crate::matmul::float::{mr_for, tile};
 use crate::matmul::pack::NR;
 use crate::matmul::{Isa, SendPtr};
@@ -34,7 +34,7 @@ struct Scratch {
     inv_sum: Vec<f32>,
     /// The fused path's buffers.
     fused: fused::Scratch,
-    /// The fused path's operands of one head of a short sequence.
+    /// The fused path's operands of a short sequence.
     packed: fused::Packed,
 }
 
@@ -42,11 +42,13 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
-/// The fused path's packed long sequences of a call (one entry per sequence; ~5 MB for a
-/// 2048-token forward pass of all-minilm passages), lent to the call and given back after
-/// it, so that they are not allocated again per layer: one set per concurrent call, not one
-/// per thread that ever made one (the scheduler's forward passes move between rayon's
-/// threads).
+/// The fused path's packed long sequences of a call (one entry per sequence, left empty for
+/// short ones; ~5 MB for a 2048-token forward pass of all-minilm passages), lent to the call
+/// and given back after it, so that they are not allocated again per layer: one set per
+/// concurrent call, not one per thread that ever made one (the scheduler's forward passes
+/// move between rayon's threads). Short sequences are packed in their thread's scratch, one
+/// at a time: all the queries of a batch packed at once held ~11 MB, mostly key-panel
+/// padding.
 static PACKED: Mutex<Vec<Vec<fused::Packed>>> = Mutex::new(Vec::new());
 
 /// Attention over packed sequences; layout as in [`crate::attention::attention`].
@@ -125,56 +127,57 @@ fn run(
     if s.head_dim == 0 {
         return;
     }
-    // One parallel region over the sequences. The fused path packs a long sequence's
-    // operands for all its heads at once (see `fused::pack`), then runs the heads as parallel
-    // tasks, so that one passage still fills every thread; a short one (a query) runs its
-    // heads on one thread, each packing its own.
+    // One parallel region over the sequences. The fused path first packs a sequence's
+    // operands for all its heads (see `fused::pack`): a long one into a buffer of this call,
+    // then its heads run as parallel tasks, so that one passage still fills every thread; a
+    // short one (a query) into its thread's scratch, then its heads run there in turn.
     let pool = || PACKED.lock().unwrap_or_else(|e| e.into_inner());
     let mut packed = pool().pop().unwrap_or_default();
     packed.resize_with(packed.len().max(seqs.len()), Default::default);
     let op = SendPtr(out.as_mut_ptr());
+    // Head h of `seq`, on the fused path if `fused` (from `pk`, packed for it).
+    let head = |seq: &Range<usize>,
+                h: usize,
+                fused: Option<(fused::Precision, &fused::Packed)>,
+                sc: &mut Scratch| {
+        let seq = seq.clone();
+        match fused {
+            Some((p, pk)) => {
+                let out = op.get();
+                // SAFETY: `fused::supported` held for p, and `pk` was packed from these
+                // arguments; rows `seq` × the columns of head h of out belong to this pair
+                // alone; the asserts above cover the sequence's rows.
+                unsafe { fused::one_head(p, pk, q, k, v, seq, h, s, causal, out, &mut sc.fused) };
+            }
+            None => one_head(isa, q, k, v, seq, h, s, causal, op, sc),
+        }
+    };
     let sequence = |(seq, pk): (&Range<usize>, &mut fused::Packed)| {
         if seq.is_empty() {
             return;
         }
         let fused = path.filter(|_| seq.len() <= fused::MAX_LEN);
-        let long = seq.len() >= PARALLEL_HEADS;
-        if let (Some(p), true) = (fused, long) {
-            // SAFETY: `fused::supported` held for p.
-            unsafe { fused::pack(p, q, k, v, seq.clone(), s, causal, Heads::All, pk) };
-        }
-        let pk = &*pk;
-        let head = |h: usize| {
-            // Taken out of the thread-local so a nested call (work stealing) cannot find it
-            // borrowed.
-            let mut sc = SCRATCH.with(|c| std::mem::take(&mut *c.borrow_mut()));
-            let seq = seq.clone();
-            match fused {
-                Some(p) => {
-                    let Scratch { fused, packed, .. } = &mut sc;
-                    let pk = if long {
-                        pk
-                    } else {
-                        // SAFETY: `fused::supported` held for p.
-                        unsafe {
-                            fused::pack(p, q, k, v, seq.clone(), s, causal, Heads::One(h), packed)
-                        };
-                        packed
-                    };
-                    let out = op.get();
-                    // SAFETY: `fused::supported` held for p, and `pk` was packed from these
-                    // arguments, with head h; rows `seq` × the columns of head h of out belong
-                    // to this pair alone; the asserts above cover the sequence's rows.
-                    unsafe { fused::one_head(p, pk, q, k, v, seq, h, s, causal, out, fused) };
-                }
-                None => one_head(isa, q, k, v, seq, h, s, causal, op, &mut sc),
+        if seq.len() >= PARALLEL_HEADS {
+            if let Some(p) = fused {
+                // SAFETY: `fused::supported` held for p.
+                unsafe { fused::pack(p, q, k, v, seq.clone(), s, causal, pk) };
             }
-            SCRATCH.with(|c| *c.borrow_mut() = sc);
-        };
-        if long {
-            (0..s.n_head).into_par_iter().for_each(head);
+            let pk = &*pk;
+            (0..s.n_head)
+                .into_par_iter()
+                .for_each(|h| with_scratch(|sc| head(seq, h, fused.map(|p| (p, pk)), sc)));
         } else {
-            (0..s.n_head).for_each(head);
+            with_scratch(|sc| {
+                let mut own = std::mem::take(&mut sc.packed);
+                if let Some(p) = fused {
+                    // SAFETY: `fused::supported` held for p.
+                    unsafe { fused::pack(p, q, k, v, seq.clone(), s, causal, &mut own) };
+                }
+                for h in 0..s.n_head {
+                    head(seq, h, fused.map(|p| (p, &own)), sc);
+                }
+                sc.packed = own;
+            });
         }
     };
     seqs.par_iter()
@@ -183,9 +186,16 @@ fn run(
     pool().push(packed);
 }
 
-/// Sequences at least this long are packed whole and run their heads as parallel tasks;
-/// shorter ones (queries) are too little work per head to be worth a task each, come many to
-/// a batch, and their rows stay in cache from one head to the next.
+/// `f` with this thread's scratch, taken out of the thread-local so that a nested call (work
+/// stealing) cannot find it borrowed.
+fn with_scratch(f: impl FnOnce(&mut Scratch)) {
+    let mut sc = SCRATCH.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    f(&mut sc);
+    SCRATCH.with(|c| *c.borrow_mut() = sc);
+}
+
+/// Sequences at least this long run their heads as parallel tasks; shorter ones (queries) are
+/// too little work per head to be worth a task each, and come many to a batch.
 const PARALLEL_HEADS: usize = 64;
 
 #[allow(clippy::too_many_arguments)]

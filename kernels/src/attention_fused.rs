@@ -30,21 +30,22 @@
 //! rounds by ≤ ½), and |v| ≤ 32767, so |Σ p·v| ≤ (32767 + len/2)·32767 < 2³¹ for
 //! len ≤ [`MAX_LEN`].
 //!
-//! `Low` packs a long sequence's operands for all its heads at once (`pack`, into a
-//! `Packed`), in one pass over the rows of q, k and v: a head's 32–256 bytes of a row
-//! hundreds of bytes long is a stride the hardware prefetchers follow late, and reading them
-//! head by head cost ~20 % of this path on a 2048-token forward pass (8 × 256 tokens ran at
-//! 195 GFLOP/s, one sequence whose rows stayed in L2 at 244). A short one (a query, whose
-//! rows stay in cache from one head to the next) is packed head by head.
+//! `Low` packs a sequence's operands for all its heads at once (`pack`, into a `Packed`), in
+//! one pass over the rows of q, k and v: a head's 32–256 bytes of a row hundreds of bytes
+//! long is a stride the hardware prefetchers follow late. Head by head, 8 passages of 256
+//! tokens ran at 195 GFLOP/s where one sequence, whose rows stayed in L2, ran at 244.
+//! Measured with `benches/attention.rs`, old and new alternated (medians, 2 threads): a
+//! 2048-token pass of 170 queries of 12 tokens went from 40 to 47 GFLOP/s, one of 8
+//! passages from 198 to 204.
 //!
 //! Layouts, with a "pair" = one u32 holding two 16-bit values (element 2t low, 2t+1 high),
 //! the unit both dot-product instructions work on (`F32` reads q and v where they are and
 //! keeps its keys in `kf`: panels of 32 keys, per head dimension d the 32 keys' value d):
-//! - `qb`: per query head packed, per query row, its head_dim/2 bf16 pairs.
-//! - `kp`: per KV head packed, keys in panels of 32; per panel, per pair index t, 32 keys'
-//!   pair t (two vectors).
-//! - `vp`: per KV head packed, per key pair t (keys 2t, 2t+1), per column c, the two keys'
-//!   int16 values of c.
+//! - `qb`: per query head, per query row, its head_dim/2 bf16 pairs.
+//! - `kp`: per KV head, keys in panels of 32; per panel, per pair index t, 32 keys' pair t
+//!   (two vectors).
+//! - `vp`: per KV head, per key pair t (keys 2t, 2t+1), per column c, the two keys' int16
+//!   values of c.
 //! - `pq`: per query row of the block, its int16 probabilities, so adjacent keys are a pair.
 
 use crate::attention::AttnShape;
@@ -87,25 +88,11 @@ pub(crate) struct Scratch {
     pq: Vec<i16>,
 }
 
-/// Which heads of a sequence [`pack`] packs.
-#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
-pub(crate) enum Heads {
-    /// Every head: a long sequence, whose heads then run as parallel tasks on the one copy.
-    #[default]
-    All,
-    /// One query head and its KV head: a short sequence (a query), packed head by head by
-    /// the thread that runs it, so that a batch of hundreds of queries does not hold every
-    /// head of every query packed at once (its key panels are mostly padding).
-    One(usize),
-}
-
-/// One sequence's operands of its heads for [`Precision::Low`] (layouts in the module
+/// One sequence's operands of every head for [`Precision::Low`] (layouts in the module
 /// note); left empty for `F32`, which packs its keys per head.
 #[derive(Default)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // the kernel is x86-64 only
 pub(crate) struct Packed {
-    /// Which heads are packed, and so where head h's operands lie.
-    heads: Heads,
     qb: Vec<u32>,
     kp: Vec<u32>,
     /// Bidirectional attention only (causal attention reads v in f32 where it is).
@@ -134,9 +121,9 @@ pub fn supported(isa: Isa, head_dim: usize, precision: Precision) -> bool {
     }
 }
 
-/// Packs the operands of `heads` of `seq` for `precision` into `packed` (nothing for
-/// `F32`); inputs laid out as in [`crate::attention::attention`]. All heads (a long
-/// sequence) pack q, k and v on three rayon tasks.
+/// Packs the operands of every head of `seq` for `precision` into `packed` (nothing for
+/// `F32`); inputs laid out as in [`crate::attention::attention`]. Long sequences pack q, k
+/// and v on three rayon tasks (`SPLIT`).
 ///
 /// # Safety
 /// [`supported`] must hold for this machine and `precision`.
@@ -149,11 +136,9 @@ pub(crate) unsafe fn pack(
     seq: Range<usize>,
     s: AttnShape,
     causal: bool,
-    heads: Heads,
     packed: &mut Packed,
 ) {
     assert!(seq.len() <= MAX_LEN && s.head_dim.is_multiple_of(W));
-    assert!(!matches!(heads, Heads::One(h) if h >= s.n_head));
     assert!(q.len() >= seq.end * s.q_dim() && k.len() >= seq.end * s.kv_dim());
     assert!(v.len() >= seq.end * s.kv_dim());
     if precision == Precision::F32 {
@@ -161,36 +146,27 @@ pub(crate) unsafe fn pack(
     }
     #[cfg(target_arch = "x86_64")]
     {
-        packed.heads = heads;
+        // Below this many rows the three tasks cost more than they save.
+        const SPLIT: usize = 64;
         let Packed {
             qb,
             kp,
             vp,
             vmult,
             vscale,
-            ..
         } = packed;
-        let hd = s.head_dim;
-        // Per operand: its row stride, and the first column and number of its heads packed.
-        let (qr, kr) = match heads {
-            Heads::All => ((s.q_dim(), 0, s.n_head), (s.kv_dim(), 0, s.n_head_kv)),
-            Heads::One(h) => ((s.q_dim(), h * hd, 1), (s.kv_dim(), s.kv_head(h) * hd, 1)),
-        };
-        let (qr, kr) = (
-            x86::Rows::new(seq.clone(), qr, hd),
-            x86::Rows::new(seq.clone(), kr, hd),
-        );
+        let (hd, base, len) = (s.head_dim, seq.start, seq.len());
         // SAFETY (all three): `supported` checked the CPU features, the asserts above bound
         // every read.
-        let mut queries = || unsafe { x86::pack_queries(q, qr, qb) };
-        let mut keys = || unsafe { x86::pack_keys(k, kr, kp) };
+        let mut queries = || unsafe { x86::pack_queries(q, base, len, s.n_head, hd, qb) };
+        let mut keys = || unsafe { x86::pack_keys(k, base, len, s.n_head_kv, hd, kp) };
         // Causal (decoder) attention keeps P·V in f32: see the module note.
         let mut values = || {
             if !causal {
-                unsafe { x86::pack_values(v, kr, vp, vmult, vscale) }
+                unsafe { x86::pack_values(v, base, len, s.n_head_kv, hd, vp, vmult, vscale) }
             }
         };
-        if heads == Heads::All {
+        if len >= SPLIT {
             rayon::join(queries, || rayon::join(keys, values));
         } else {
             queries();
@@ -200,7 +176,7 @@ pub(crate) unsafe fn pack(
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (q, k, v, causal, heads, packed);
+        let _ = (q, k, v, causal, packed);
         unreachable!("attention_fused::supported is false off x86-64");
     }
 }
@@ -310,15 +286,7 @@ mod x86 {
         let (hd, len, kh) = (s.head_dim, seq.len(), s.kv_head(h));
         let hp = hd / 2;
         let lp = len.next_multiple_of(W);
-        // The head's place among those packed.
-        let (qh, kh) = match packed.heads {
-            Heads::All => (h, kh),
-            Heads::One(one) => {
-                assert_eq!(one, h, "attention_fused: another head was packed");
-                (0, 0)
-            }
-        };
-        let qb = &packed.qb[qh * len * hp..][..len * hp];
+        let qb = &packed.qb[h * len * hp..][..len * hp];
         let kp = &packed.kp[kh * lp * hp..][..lp * hp];
         // Causal (decoder) attention keeps P·V in f32: see the module note.
         let values = (!causal).then(|| {
@@ -441,51 +409,21 @@ mod x86 {
         }
     }
 
-    /// The rows of a sequence in q, k or v, and the heads of them to pack: `heads` of `hd`
-    /// values from column `col` of rows `stride` apart.
-    #[derive(Clone, Copy)]
-    pub(super) struct Rows {
+    /// Queries of every head → their bf16 pairs, per head its rows contiguous.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    pub(super) unsafe fn pack_queries(
+        q: &[f32],
         base: usize,
         len: usize,
-        stride: usize,
-        col: usize,
-        heads: usize,
+        n_head: usize,
         hd: usize,
-    }
-
-    impl Rows {
-        /// `(stride, col, heads)` of the rows `seq`.
-        pub(super) fn new(
-            seq: Range<usize>,
-            (stride, col, heads): (usize, usize, usize),
-            hd: usize,
-        ) -> Rows {
-            assert!(col + heads * hd <= stride);
-            Rows {
-                base: seq.start,
-                len: seq.len(),
-                stride,
-                col,
-                heads,
-                hd,
-            }
-        }
-
-        /// The first of row j's packed values.
-        unsafe fn row(&self, x: &[f32], j: usize) -> *const f32 {
-            x.as_ptr().add((self.base + j) * self.stride + self.col)
-        }
-    }
-
-    /// Queries → their bf16 pairs, per head its rows contiguous.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    pub(super) unsafe fn pack_queries(q: &[f32], r: Rows, qb: &mut Vec<u32>) {
-        let (hd, len) = (r.hd, r.len);
-        let hp = hd / 2;
-        qb.resize(r.heads * len * hp, 0);
+        qb: &mut Vec<u32>,
+    ) {
+        let (hp, stride) = (hd / 2, n_head * hd);
+        qb.resize(n_head * len * hp, 0);
         for i in 0..len {
-            let src = r.row(q, i);
-            for h in 0..r.heads {
+            let src = q.as_ptr().add((base + i) * stride);
+            for h in 0..n_head {
                 for c in (0..hd).step_by(W) {
                     let dst = qb.as_mut_ptr().add((h * len + i) * hp + c / 2);
                     _mm512_storeu_si512(dst.cast(), pairs32(src.add(h * hd + c)));
@@ -494,19 +432,25 @@ mod x86 {
         }
     }
 
-    /// Keys → bf16 pairs scattered into their panel's column (16 stores per 32 dims), per
-    /// head its panels contiguous; the last panel's keys past `len` are zero.
+    /// Keys of every KV head → bf16 pairs scattered into their panel's column (16 stores per
+    /// 32 dims); the last panel's keys past `len` are zero.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    pub(super) unsafe fn pack_keys(k: &[f32], r: Rows, kp: &mut Vec<u32>) {
-        let (hd, len) = (r.hd, r.len);
-        let hp = hd / 2;
+    pub(super) unsafe fn pack_keys(
+        k: &[f32],
+        base: usize,
+        len: usize,
+        n_kv: usize,
+        hd: usize,
+        kp: &mut Vec<u32>,
+    ) {
+        let (hp, stride) = (hd / 2, n_kv * hd);
         let per_head = len.next_multiple_of(W) * hp;
         // Every key's pairs are written below; only the pad of each last panel is zeroed
         // here (not the whole buffer, which is hundreds of kilobytes a sequence).
-        kp.resize(r.heads * per_head, 0);
+        kp.resize(n_kv * per_head, 0);
         if !len.is_multiple_of(W) {
-            for h in 0..r.heads {
-                let last = &mut kp[h * per_head + (len / W) * hp * W..][..hp * W];
+            for kh in 0..n_kv {
+                let last = &mut kp[kh * per_head + (len / W) * hp * W..][..hp * W];
                 for t in 0..hp {
                     last[t * W + len % W..(t + 1) * W].fill(0);
                 }
@@ -514,12 +458,12 @@ mod x86 {
         }
         let mut row = [0u32; 16];
         for j in 0..len {
-            let src = r.row(k, j);
+            let src = k.as_ptr().add((base + j) * stride);
             let column = (j / W) * hp * W + j % W;
-            for h in 0..r.heads {
+            for kh in 0..n_kv {
                 for c in (0..hd).step_by(W) {
-                    _mm512_storeu_si512(row.as_mut_ptr().cast(), pairs32(src.add(h * hd + c)));
-                    let dst = &mut kp[h * per_head + column + c / 2 * W..];
+                    _mm512_storeu_si512(row.as_mut_ptr().cast(), pairs32(src.add(kh * hd + c)));
+                    let dst = &mut kp[kh * per_head + column + c / 2 * W..];
                     for (t, &pair) in row.iter().enumerate() {
                         dst[t * W] = pair;
                     }
@@ -528,33 +472,36 @@ mod x86 {
         }
     }
 
-    /// Values → int16, each column scaled by 32767 / its largest |v| (one pass for the
-    /// maxima, one for the pairs), two keys per u32 (a missing last key of an odd length is
-    /// zero), per head its pairs contiguous; `vscale` gets what a unit of the P·V sum is
-    /// worth per column.
+    /// Values of every KV head → int16, each column scaled by 32767 / its largest |v| (one
+    /// pass for the maxima, one for the pairs), two keys per u32 (a missing last key of an
+    /// odd length is zero); `vscale` gets what a unit of the P·V sum is worth per column.
+    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub(super) unsafe fn pack_values(
         v: &[f32],
-        r: Rows,
+        base: usize,
+        len: usize,
+        n_kv: usize,
+        hd: usize,
         vp: &mut Vec<u32>,
         vmult: &mut Vec<f32>,
         vscale: &mut Vec<f32>,
     ) {
-        let (hd, len, width) = (r.hd, r.len, r.heads * r.hd);
+        let kd = n_kv * hd;
+        let row = |j: usize| v.as_ptr().add((base + j) * kd);
         // The maxima, gathered in `vmult` first.
         vmult.clear();
-        vmult.resize(width, 0.0);
+        vmult.resize(kd, 0.0);
         vscale.clear();
-        vscale.resize(width, 0.0);
+        vscale.resize(kd, 0.0);
         let m = vmult.as_mut_ptr();
         for j in 0..len {
-            let row = r.row(v, j);
-            for c in (0..width).step_by(16) {
-                let x = _mm512_abs_ps(_mm512_loadu_ps(row.add(c)));
+            for c in (0..kd).step_by(16) {
+                let x = _mm512_abs_ps(_mm512_loadu_ps(row(j).add(c)));
                 _mm512_storeu_ps(m.add(c), _mm512_max_ps(_mm512_loadu_ps(m.add(c)), x));
             }
         }
-        for c in (0..width).step_by(16) {
+        for c in (0..kd).step_by(16) {
             let max = _mm512_loadu_ps(m.add(c));
             // A zero column stays zero: its multiplier 0, not ∞.
             let nonzero = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(max, _mm512_setzero_ps());
@@ -564,23 +511,21 @@ mod x86 {
             _mm512_storeu_ps(vscale.as_mut_ptr().add(c), worth);
         }
         let pairs = len.div_ceil(2);
-        vp.resize(r.heads * pairs * hd, 0);
+        vp.resize(n_kv * pairs * hd, 0);
         let low16 = _mm512_set1_epi32(0xFFFF);
         for t in 0..pairs {
-            let (r0, r1) = (
-                r.row(v, 2 * t),
-                (2 * t + 1 < len).then(|| r.row(v, 2 * t + 1)),
-            );
-            for c in (0..width).step_by(16) {
+            for c in (0..kd).step_by(16) {
                 let mult = _mm512_loadu_ps(m.add(c));
-                let a = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(r0.add(c)), mult));
-                let b = match r1 {
-                    Some(r1) => _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(r1.add(c)), mult)),
-                    None => _mm512_setzero_si512(),
+                let a = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(row(2 * t).add(c)), mult));
+                let b = if 2 * t + 1 < len {
+                    let x = _mm512_loadu_ps(row(2 * t + 1).add(c));
+                    _mm512_cvtps_epi32(_mm512_mul_ps(x, mult))
+                } else {
+                    _mm512_setzero_si512()
                 };
                 let pair = _mm512_or_si512(_mm512_and_si512(a, low16), _mm512_slli_epi32::<16>(b));
-                let (h, col) = (c / hd, c % hd);
-                let dst = vp.as_mut_ptr().add((h * pairs + t) * hd + col);
+                let (kh, col) = (c / hd, c % hd);
+                let dst = vp.as_mut_ptr().add((kh * pairs + t) * hd + col);
                 _mm512_storeu_si512(dst.cast(), pair);
             }
         }
@@ -881,7 +826,7 @@ mod tests {
         }
         let mut rng = Rng::new(5);
         // Lengths around the panel width and the row block, a one-token sequence, odd ones;
-        // short ones packed head by head, the last two (≥ PARALLEL_HEADS) whole.
+        // the last two long enough for q, k and v to be packed on parallel tasks.
         let seqs = vec![0..1, 1..34, 34..97, 97..104, 104..113, 113..177, 177..276];
         let tokens = 276;
         for (n_head, n_head_kv, head_dim) in [(12, 12, 32), (4, 2, 64)] {
