@@ -357,6 +357,37 @@ fn f16_conversion_is_exact_for_every_value() {
 }
 
 #[test]
+fn task_grid_covers_every_tile_once() {
+    for threads in [1, 2, 3, 4] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            for m in [1, 5, 96, 97, 480, 1000, 1024, 2000, 2048] {
+                for panels in [1, 3, 12, 48] {
+                    let g = TaskGrid::new(m, 4, panels);
+                    let mut seen = vec![0u8; m * panels];
+                    for t in 0..g.tasks() {
+                        let (i0, rows, ps) = g.task(t);
+                        for i in i0..i0 + rows {
+                            for p in ps.clone() {
+                                seen[i * panels + p] += 1;
+                            }
+                        }
+                    }
+                    assert!(
+                        seen.iter().all(|&c| c == 1),
+                        "{threads} threads, m {m}, {panels} panels: a tile run {} times",
+                        seen.iter().find(|&&c| c != 1).unwrap()
+                    );
+                }
+            }
+        });
+    }
+}
+
+#[test]
 fn fma_peak_is_positive() {
     // Positive and finite only: a rate bound would fail under emulation (qemu) or load.
     for isa in Isa::available() {
