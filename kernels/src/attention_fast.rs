@@ -160,7 +160,7 @@ fn run(
         if seq.len() >= PARALLEL_HEADS {
             if let Some(p) = fused {
                 // SAFETY: `fused::supported` held for p.
-                unsafe { fused::pack(p, q, k, v, seq.clone(), s, causal, pk) };
+                unsafe { fused::pack(p, q, k, v, seq.clone(), s, causal, true, pk) };
             }
             let pk = &*pk;
             (0..s.n_head)
@@ -171,7 +171,7 @@ fn run(
                 let mut own = std::mem::take(&mut sc.packed);
                 if let Some(p) = fused {
                     // SAFETY: `fused::supported` held for p.
-                    unsafe { fused::pack(p, q, k, v, seq.clone(), s, causal, &mut own) };
+                    unsafe { fused::pack(p, q, k, v, seq.clone(), s, causal, false, &mut own) };
                 }
                 for h in 0..s.n_head {
                     head(seq, h, fused.map(|p| (p, &own)), sc);
@@ -194,8 +194,9 @@ fn with_scratch(f: impl FnOnce(&mut Scratch)) {
     SCRATCH.with(|c| *c.borrow_mut() = sc);
 }
 
-/// Sequences at least this long run their heads as parallel tasks; shorter ones (queries) are
-/// too little work per head to be worth a task each, and come many to a batch.
+/// Sequences at least this long are packed on parallel tasks and run their heads as parallel
+/// tasks; shorter ones (queries) are too little work per head to be worth a task each, and
+/// come many to a batch.
 const PARALLEL_HEADS: usize = 64;
 
 #[allow(clippy::too_many_arguments)]

@@ -122,8 +122,8 @@ pub fn supported(isa: Isa, head_dim: usize, precision: Precision) -> bool {
 }
 
 /// Packs the operands of every head of `seq` for `precision` into `packed` (nothing for
-/// `F32`); inputs laid out as in [`crate::attention::attention`]. Long sequences pack q, k
-/// and v on three rayon tasks (`SPLIT`).
+/// `F32`); inputs laid out as in [`crate::attention::attention`]. With `parallel` (a long
+/// sequence), q, k and v are packed on three rayon tasks.
 ///
 /// # Safety
 /// [`supported`] must hold for this machine and `precision`.
@@ -136,6 +136,7 @@ pub(crate) unsafe fn pack(
     seq: Range<usize>,
     s: AttnShape,
     causal: bool,
+    parallel: bool,
     packed: &mut Packed,
 ) {
     assert!(seq.len() <= MAX_LEN && s.head_dim.is_multiple_of(W));
@@ -146,8 +147,6 @@ pub(crate) unsafe fn pack(
     }
     #[cfg(target_arch = "x86_64")]
     {
-        // Below this many rows the three tasks cost more than they save.
-        const SPLIT: usize = 64;
         let Packed {
             qb,
             kp,
@@ -166,7 +165,7 @@ pub(crate) unsafe fn pack(
                 unsafe { x86::pack_values(v, base, len, s.n_head_kv, hd, vp, vmult, vscale) }
             }
         };
-        if len >= SPLIT {
+        if parallel {
             rayon::join(queries, || rayon::join(keys, values));
         } else {
             queries();
@@ -176,7 +175,7 @@ pub(crate) unsafe fn pack(
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (q, k, v, causal, packed);
+        let _ = (q, k, v, causal, parallel, packed);
         unreachable!("attention_fused::supported is false off x86-64");
     }
 }
