@@ -49,6 +49,39 @@ fn library_and_http_paths_measure_the_same_work() {
 }
 
 #[test]
+fn versus_alternates_two_models_and_reports_their_ratio() {
+    let fixture = |f: &str| format!("{}/fixtures/{f}", env!("CARGO_MANIFEST_DIR"));
+    let opts = BenchOptions {
+        model: fixture("all-minilm-f16.gguf"),
+        versus: Some(fixture("all-minilm-q8_0.gguf")),
+        threads: vec![1],
+        batches: vec![2],
+        passage_batches: vec![1],
+        reps: 3,
+        min_queries: 4,
+        min_passages: 1,
+        latency_requests: 1,
+        ..BenchOptions::default()
+    };
+    let report = run(opts).expect("bench runs");
+    assert_eq!(report.quantization, "F16");
+    let versus = report.versus_model.as_deref().expect("versus model named");
+    assert!(versus.ends_with("(Q8_0)"), "{versus}");
+    assert_eq!((report.rows.len(), report.versus_rows.len()), (2, 2), "{report}");
+    assert_eq!(report.versus.len(), 2, "{report}");
+    for ((a, b), v) in report.rows.iter().zip(&report.versus_rows).zip(&report.versus) {
+        // The same work for both: same texts, same tokenizer.
+        assert_eq!((a.kind, a.items, a.tokens), (b.kind, b.items, b.tokens));
+        assert_eq!((v.kind, v.batch, v.reps), (a.kind, a.batch, 3));
+        assert!(v.min_ratio > 0.0 && v.min_ratio <= v.median_ratio, "{report}");
+        assert!(v.median_ratio <= v.max_ratio && v.max_ratio.is_finite(), "{report}");
+    }
+    assert!(report.to_string().contains("versus / model"), "{report}");
+    let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+    assert_eq!(json["versus"].as_array().unwrap().len(), 2);
+}
+
+#[test]
 fn a_missing_model_is_an_error_not_a_panic() {
     let opts = BenchOptions {
         model: "/nonexistent/model.gguf".into(),

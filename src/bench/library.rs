@@ -2,7 +2,7 @@
 //! rayon pool of N threads, so the thread count is exactly what the row says.
 
 use super::corpus::{Corpus, Kind};
-use super::report::{Latency, Path, Row};
+use super::report::{Latency, Path, Row, Versus};
 use super::{plan, stats, BenchError};
 use crate::model::Model;
 use std::time::{Duration, Instant};
@@ -42,27 +42,82 @@ pub fn throughput(
     spec: &Spec,
 ) -> Result<Row, BenchError> {
     let batches = plan(corpus.texts(spec.kind), spec.batch, spec.min_items);
+    let pool = pool(threads)?;
+    let times = pool.install(|| -> Result<Vec<Duration>, BenchError> {
+        embed(model, &batches[0])?; // warm-up: page in weights, size the arenas
+        (0..spec.reps).map(|_| repetition(model, &batches)).collect()
+    })?;
+    Ok(row(model, &batches, threads, spec, &times))
+}
+
+/// [`throughput`] for `model` and `versus` at once, their repetitions alternated (the order
+/// swapped every time), and per repetition `versus`'s rate over `model`'s. On a machine whose
+/// speed drifts by more than the difference being measured (a shared VM), the ratio of
+/// neighbouring repetitions holds where two separate runs' medians do not.
+pub fn throughput_versus(
+    model: &Model,
+    versus: &Model,
+    corpus: &Corpus,
+    threads: usize,
+    spec: &Spec,
+) -> Result<(Row, Row, Versus), BenchError> {
+    let batches = plan(corpus.texts(spec.kind), spec.batch, spec.min_items);
+    let pool = pool(threads)?;
+    let (a, b) = pool.install(|| -> Result<_, BenchError> {
+        embed(model, &batches[0])?;
+        embed(versus, &batches[0])?;
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for rep in 0..spec.reps {
+            if rep % 2 == 0 {
+                a.push(repetition(model, &batches)?);
+                b.push(repetition(versus, &batches)?);
+            } else {
+                b.push(repetition(versus, &batches)?);
+                a.push(repetition(model, &batches)?);
+            }
+        }
+        Ok((a, b))
+    })?;
+    let mut ratios: Vec<f64> = a
+        .iter()
+        .zip(&b)
+        .map(|(a, b)| a.as_secs_f64() / b.as_secs_f64())
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let versus_row = Versus {
+        kind: spec.kind,
+        batch: spec.batch,
+        threads,
+        reps: spec.reps,
+        median_ratio: ratios[ratios.len() / 2],
+        min_ratio: ratios[0],
+        max_ratio: ratios[ratios.len() - 1],
+    };
+    Ok((
+        row(model, &batches, threads, spec, &a),
+        row(versus, &batches, threads, spec, &b),
+        versus_row,
+    ))
+}
+
+/// One timed repetition: every batch of the plan.
+fn repetition(model: &Model, batches: &[Vec<&str>]) -> Result<Duration, BenchError> {
+    let t0 = Instant::now();
+    for b in batches {
+        embed(model, b)?;
+    }
+    Ok(t0.elapsed())
+}
+
+fn row(model: &Model, batches: &[Vec<&str>], threads: usize, spec: &Spec, times: &[Duration]) -> Row {
     let items: usize = batches.iter().map(Vec::len).sum();
     let tokens: usize = batches
         .iter()
         .flatten()
         .map(|t| model.prepare(t, None, true).map_or(0, |ids| ids.len()))
         .sum();
-    let pool = pool(threads)?;
-    let times = pool.install(|| -> Result<Vec<Duration>, BenchError> {
-        embed(model, &batches[0])?; // warm-up: page in weights, size the arenas
-        let mut times = Vec::with_capacity(spec.reps);
-        for _ in 0..spec.reps {
-            let t0 = Instant::now();
-            for b in &batches {
-                embed(model, b)?;
-            }
-            times.push(t0.elapsed());
-        }
-        Ok(times)
-    })?;
-    let median_s = stats::median(&times).unwrap_or_default().as_secs_f64();
-    Ok(Row {
+    let median_s = stats::median(times).unwrap_or_default().as_secs_f64();
+    Row {
         path: Path::Library,
         kind: spec.kind,
         batch: spec.batch,
@@ -73,7 +128,7 @@ pub fn throughput(
         median_s,
         embeddings_per_s: items as f64 / median_s,
         tokens_per_s: tokens as f64 / median_s,
-    })
+    }
 }
 
 /// One query at a time, `requests` of them after a warm-up.

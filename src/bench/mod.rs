@@ -88,6 +88,9 @@ pub fn run(opts: BenchOptions) -> Result<BenchReport, BenchError> {
         quantization: "not loaded here".into(),
         cores,
         rows: Vec::new(),
+        versus_model: None,
+        versus_rows: Vec::new(),
+        versus: Vec::new(),
         latency: Vec::new(),
         concurrency: None,
         notes: Vec::new(),
@@ -95,13 +98,31 @@ pub fn run(opts: BenchOptions) -> Result<BenchReport, BenchError> {
     let specs = specs(&opts);
 
     if opts.library {
-        let model = load_model(&opts)?;
+        let model = load_model(&opts, &opts.model)?;
         report.quantization = model.info.quantization_level.clone();
+        let versus = match &opts.versus {
+            Some(name) => Some(load_model(&opts, name)?),
+            None => None,
+        };
+        if let (Some(name), Some(v)) = (&opts.versus, &versus) {
+            report.versus_model = Some(format!("{name} ({})", v.info.quantization_level));
+        }
         for &threads in &opts.threads {
             for spec in &specs {
-                let row = library::throughput(&model, &corpus, threads, spec)?;
+                let Some(versus) = &versus else {
+                    let row = library::throughput(&model, &corpus, threads, spec)?;
+                    progress(&row);
+                    report.rows.push(row);
+                    continue;
+                };
+                let (row, versus_row, ratio) =
+                    library::throughput_versus(&model, versus, &corpus, threads, spec)?;
                 progress(&row);
+                eprint!("versus ");
+                progress(&versus_row);
                 report.rows.push(row);
+                report.versus_rows.push(versus_row);
+                report.versus.push(ratio);
             }
             let lat = library::latency(&model, &corpus, threads, opts.latency_requests)?;
             report.latency.push(lat);
@@ -175,8 +196,7 @@ fn plan(texts: &[String], batch: usize, min_items: usize) -> Vec<Vec<&str>> {
 }
 
 /// A `.gguf` path, the bundled `all-minilm`, or a name the store resolves.
-fn load_model(opts: &BenchOptions) -> Result<Model, BenchError> {
-    let name = opts.model.as_str();
+fn load_model(opts: &BenchOptions, name: &str) -> Result<Model, BenchError> {
     let err = |e: &dyn fmt::Display| BenchError::Model(format!("{name}: {e}"));
     let path = std::path::Path::new(name);
     let file = if name.ends_with(".gguf") || path.is_file() {

@@ -7,6 +7,9 @@ use std::path::PathBuf;
 pub struct BenchOptions {
     /// A `.gguf` path, or a model name resolved through the store.
     pub model: String,
+    /// A second model (path or name) for the library path, its repetitions alternated with
+    /// `model`'s so that both see the same machine (see `library::throughput_versus`).
+    pub versus: Option<String>,
     /// Thread counts for the library path (a dedicated rayon pool each).
     pub threads: Vec<usize>,
     /// Batch sizes for queries.
@@ -49,6 +52,7 @@ impl Default for BenchOptions {
         let all = std::thread::available_parallelism().map_or(1, |n| n.get());
         BenchOptions {
             model: "all-minilm".into(),
+            versus: None,
             threads: if all > 1 { vec![1, all] } else { vec![1] },
             batches: vec![1, 8, 64, 256],
             passage_batches: vec![1, 8, 64, 256],
@@ -72,6 +76,8 @@ impl Default for BenchOptions {
 pub const USAGE: &str = "\
 usage: quiver bench [options]
   --model M             .gguf path or model name (default all-minilm)
+  --versus M2           library path: also M2, each repetition alternated with M's;
+                        reports M2's rate / M's as the median of per-repetition ratios
   --threads N[,N..]     library-path thread counts; `all` = every core (default 1,all)
   --batch B[,B..]       query batch sizes (default 1,8,64,256)
   --passage-batch B,..  passage batch sizes (default: the query ones)
@@ -102,6 +108,7 @@ pub fn parse_args(args: &[String]) -> Result<BenchOptions, String> {
         };
         match flag.as_str() {
             "--model" | "-m" => o.model = value()?.to_string(),
+            "--versus" => o.versus = Some(value()?.to_string()),
             "--threads" | "-t" => o.threads = parse_threads(value()?)?,
             "--batch" | "-b" => o.batches = parse_list(flag, value()?)?,
             "--passage-batch" => {
@@ -139,6 +146,9 @@ pub fn parse_args(args: &[String]) -> Result<BenchOptions, String> {
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown option {other:?}\n{USAGE}")),
         }
+    }
+    if o.versus.is_some() && !o.library {
+        return Err("--versus compares models on the library path: drop --http-only".into());
     }
     if !passage_batches_set {
         o.passage_batches = o.batches.clone();
@@ -191,10 +201,11 @@ mod tests {
     #[test]
     fn parses_the_documented_form() {
         let o = parse_args(&args(
-            "--model m.gguf --threads 2 --batch 1,8,64,256 --json out.json --http",
+            "--model m.gguf --threads 2 --batch 1,8,64,256 --json out.json --http --versus q.gguf",
         ))
         .unwrap();
         assert_eq!(o.model, "m.gguf");
+        assert_eq!(o.versus.as_deref(), Some("q.gguf"));
         assert_eq!(o.threads, vec![2]);
         assert_eq!(o.batches, vec![1, 8, 64, 256]);
         assert_eq!(o.passage_batches, vec![1, 8, 64, 256]);

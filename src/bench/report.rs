@@ -63,12 +63,31 @@ pub struct Concurrency {
     pub ratio: f64,
 }
 
+/// The `--versus` model against the main one on one library row, from repetitions
+/// alternated between them (the order swapped every repetition).
+#[derive(Clone, Debug, Serialize)]
+pub struct Versus {
+    pub kind: Kind,
+    pub batch: usize,
+    pub threads: usize,
+    pub reps: usize,
+    /// Per repetition, the versus model's rate over the main model's (their times' inverse
+    /// ratio); the median, and the extremes as a measure of the noise.
+    pub median_ratio: f64,
+    pub min_ratio: f64,
+    pub max_ratio: f64,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchReport {
     pub model: String,
     pub quantization: String,
     pub cores: usize,
     pub rows: Vec<Row>,
+    /// `--versus`: that model (and its quantization), its library rows, and the ratios.
+    pub versus_model: Option<String>,
+    pub versus_rows: Vec<Row>,
+    pub versus: Vec<Versus>,
     pub latency: Vec<Latency>,
     pub concurrency: Option<Concurrency>,
     /// Things not measured and why.
@@ -79,6 +98,32 @@ impl BenchReport {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("plain numbers and strings serialise")
     }
+}
+
+fn write_rows(f: &mut fmt::Formatter<'_>, rows: &[Row]) -> fmt::Result {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        f,
+        "{:<8} {:<8} {:>6} {:>7} {:>7} {:>9} {:>12} {:>12}",
+        "path", "kind", "batch", "threads", "items", "median_s", "embed/s", "tokens/s"
+    )?;
+    for r in rows {
+        writeln!(
+            f,
+            "{:<8} {:<8} {:>6} {:>7} {:>7} {:>9.4} {:>12.1} {:>12.0}",
+            r.path.name(),
+            r.kind.name(),
+            r.batch,
+            threads(r.threads),
+            r.items,
+            r.median_s,
+            r.embeddings_per_s,
+            r.tokens_per_s
+        )?;
+    }
+    Ok(())
 }
 
 fn threads(t: Option<usize>) -> String {
@@ -92,24 +137,22 @@ impl fmt::Display for BenchReport {
             "model {} ({}), {} cores",
             self.model, self.quantization, self.cores
         )?;
-        if !self.rows.is_empty() {
-            writeln!(
-                f,
-                "{:<8} {:<8} {:>6} {:>7} {:>7} {:>9} {:>12} {:>12}",
-                "path", "kind", "batch", "threads", "items", "median_s", "embed/s", "tokens/s"
-            )?;
-            for r in &self.rows {
+        write_rows(f, &self.rows)?;
+        if let Some(m) = &self.versus_model {
+            writeln!(f, "versus {m}, each repetition alternated with the rows above:")?;
+            write_rows(f, &self.versus_rows)?;
+            for v in &self.versus {
                 writeln!(
                     f,
-                    "{:<8} {:<8} {:>6} {:>7} {:>7} {:>9.4} {:>12.1} {:>12.0}",
-                    r.path.name(),
-                    r.kind.name(),
-                    r.batch,
-                    threads(r.threads),
-                    r.items,
-                    r.median_s,
-                    r.embeddings_per_s,
-                    r.tokens_per_s
+                    "versus / model, {} batch {} threads {}: median {:.3} (range {:.3}-{:.3} \
+                     over {} paired repetitions)",
+                    v.kind.name(),
+                    v.batch,
+                    v.threads,
+                    v.median_ratio,
+                    v.min_ratio,
+                    v.max_ratio,
+                    v.reps
                 )?;
             }
         }
