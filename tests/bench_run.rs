@@ -67,14 +67,29 @@ fn versus_alternates_two_models_and_reports_their_ratio() {
     assert_eq!(report.quantization, "F16");
     let versus = report.versus_model.as_deref().expect("versus model named");
     assert!(versus.ends_with("(Q8_0)"), "{versus}");
-    assert_eq!((report.rows.len(), report.versus_rows.len()), (2, 2), "{report}");
+    assert_eq!(
+        (report.rows.len(), report.versus_rows.len()),
+        (2, 2),
+        "{report}"
+    );
     assert_eq!(report.versus.len(), 2, "{report}");
-    for ((a, b), v) in report.rows.iter().zip(&report.versus_rows).zip(&report.versus) {
+    for ((a, b), v) in report
+        .rows
+        .iter()
+        .zip(&report.versus_rows)
+        .zip(&report.versus)
+    {
         // The same work for both: same texts, same tokenizer.
         assert_eq!((a.kind, a.items, a.tokens), (b.kind, b.items, b.tokens));
         assert_eq!((v.kind, v.batch, v.reps), (a.kind, a.batch, 3));
-        assert!(v.min_ratio > 0.0 && v.min_ratio <= v.median_ratio, "{report}");
-        assert!(v.median_ratio <= v.max_ratio && v.max_ratio.is_finite(), "{report}");
+        assert!(
+            v.min_ratio > 0.0 && v.min_ratio <= v.median_ratio,
+            "{report}"
+        );
+        assert!(
+            v.median_ratio <= v.max_ratio && v.max_ratio.is_finite(),
+            "{report}"
+        );
     }
     assert!(report.to_string().contains("versus / model"), "{report}");
     let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();

@@ -45,7 +45,9 @@ pub fn throughput(
     let pool = pool(threads)?;
     let times = pool.install(|| -> Result<Vec<Duration>, BenchError> {
         embed(model, &batches[0])?; // warm-up: page in weights, size the arenas
-        (0..spec.reps).map(|_| repetition(model, &batches)).collect()
+        (0..spec.reps)
+            .map(|_| repetition(model, &batches))
+            .collect()
     })?;
     Ok(row(model, &batches, threads, spec, &times))
 }
@@ -109,7 +111,13 @@ fn repetition(model: &Model, batches: &[Vec<&str>]) -> Result<Duration, BenchErr
     Ok(t0.elapsed())
 }
 
-fn row(model: &Model, batches: &[Vec<&str>], threads: usize, spec: &Spec, times: &[Duration]) -> Row {
+fn row(
+    model: &Model,
+    batches: &[Vec<&str>],
+    threads: usize,
+    spec: &Spec,
+    times: &[Duration],
+) -> Row {
     let items: usize = batches.iter().map(Vec::len).sum();
     let tokens: usize = batches
         .iter()

@@ -139,7 +139,10 @@ impl fmt::Display for BenchReport {
         )?;
         write_rows(f, &self.rows)?;
         if let Some(m) = &self.versus_model {
-            writeln!(f, "versus {m}, each repetition alternated with the rows above:")?;
+            writeln!(
+                f,
+                "versus {m}, each repetition alternated with the rows above:"
+            )?;
             write_rows(f, &self.versus_rows)?;
             for v in &self.versus {
                 writeln!(
