@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Quiver over HTTP (F16 and Q8_0) side by side with sentence-transformers (PyTorch fp32, in
-# process) and llama.cpp's llama-server (F16 GGUF, HTTP), same corpus, same thread count.
+# process) and llama.cpp's llama-server (F16 GGUF, HTTP), same corpus, same thread count; and
+# Q8_0's rate over F16's from alternated repetitions in one process (`quiver bench --versus`).
 #
 #   scripts/bench_compare.sh            # from the repo root
 #
@@ -48,6 +49,11 @@ quiver_http() { # $1 = label, $2 = gguf
 
 quiver_http quiver-f16 fixtures/all-minilm-f16.gguf
 quiver_http quiver-q8_0 fixtures/all-minilm-q8_0.gguf
+# The two runs above are minutes apart, and this VM's speed drifts by more than Q8_0 and F16
+# differ: their ratio comes from the library path with the two models' repetitions alternated.
+RAYON_NUM_THREADS=$THREADS "$BIN" --model fixtures/all-minilm-f16.gguf \
+    --versus fixtures/all-minilm-q8_0.gguf --threads "$THREADS" --batch 256 --passage-batch 64 \
+    --reps $((REPS * 5)) --latency-requests 1 --json "$OUT/versus.json" >/dev/null || true
 
 if [ -x "$ST_PYTHON" ] && [ -d "$ST_MODEL" ]; then
     "$ST_PYTHON" scripts/bench_sentence_transformers.py "$ST_MODEL" "$OUT/corpus.json" \

@@ -58,3 +58,9 @@ for label, r in engines:
         print(f'{label}: {c["clients"]} concurrent single-query clients {c["concurrent_queries_per_s"]:.1f} q/s '
               f'vs one client batching {c["clients"]}: {c["batched_queries_per_s"]:.1f} q/s '
               f'(ratio {c["ratio"]:.2f})')
+v = load("versus.json")
+if v:
+    for x in v.get("versus", []):
+        print(f'Q8_0 / F16, library path, {x["kind"]} batch {x["batch"]}, {x["threads"]} threads, '
+              f'{x["reps"]} alternated repetitions: median {x["median_ratio"]:.3f} '
+              f'(range {x["min_ratio"]:.3f}-{x["max_ratio"]:.3f})')
