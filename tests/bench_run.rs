@@ -4,21 +4,32 @@
 use quiver::bench::report::Path;
 use quiver::bench::{run, BenchOptions, Kind};
 
-#[test]
-fn library_and_http_paths_measure_the_same_work() {
-    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/all-minilm-f16.gguf");
-    let opts = BenchOptions {
-        model: model.into(),
+fn fixture(file: &str) -> String {
+    format!("{}/fixtures/{file}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The smallest run that still has every row: one thread, 2 queries a batch (4 a
+/// repetition), one passage.
+fn tiny(model: String) -> BenchOptions {
+    BenchOptions {
+        model,
         threads: vec![1],
         batches: vec![2],
         passage_batches: vec![1],
-        reps: 1,
         min_queries: 4,
         min_passages: 1,
+        ..BenchOptions::default()
+    }
+}
+
+#[test]
+fn library_and_http_paths_measure_the_same_work() {
+    let opts = BenchOptions {
+        reps: 1,
         http: true,
         latency_requests: 3,
         concurrency: 2,
-        ..BenchOptions::default()
+        ..tiny(fixture("all-minilm-f16.gguf"))
     };
     let report = run(opts).expect("bench runs");
     assert_eq!(report.quantization, "F16");
@@ -50,18 +61,11 @@ fn library_and_http_paths_measure_the_same_work() {
 
 #[test]
 fn versus_alternates_two_models_and_reports_their_ratio() {
-    let fixture = |f: &str| format!("{}/fixtures/{f}", env!("CARGO_MANIFEST_DIR"));
     let opts = BenchOptions {
-        model: fixture("all-minilm-f16.gguf"),
         versus: Some(fixture("all-minilm-q8_0.gguf")),
-        threads: vec![1],
-        batches: vec![2],
-        passage_batches: vec![1],
         reps: 3,
-        min_queries: 4,
-        min_passages: 1,
         latency_requests: 1,
-        ..BenchOptions::default()
+        ..tiny(fixture("all-minilm-f16.gguf"))
     };
     let report = run(opts).expect("bench runs");
     assert_eq!(report.quantization, "F16");

@@ -80,20 +80,21 @@ pub fn throughput_versus(
         }
         Ok((a, b))
     })?;
-    let mut ratios: Vec<f64> = a
+    let ratios: Vec<f64> = a
         .iter()
         .zip(&b)
         .map(|(a, b)| a.as_secs_f64() / b.as_secs_f64())
         .collect();
-    ratios.sort_by(f64::total_cmp);
+    // The rows' rule for a median (nearest rank), so ratio and rows agree on even counts.
+    let at = |q| stats::quantile(&ratios, q).unwrap_or(f64::NAN);
     let versus_row = Versus {
         kind: spec.kind,
         batch: spec.batch,
         threads,
         reps: spec.reps,
-        median_ratio: ratios[ratios.len() / 2],
-        min_ratio: ratios[0],
-        max_ratio: ratios[ratios.len() - 1],
+        median_ratio: at(0.5),
+        min_ratio: at(0.0),
+        max_ratio: at(1.0),
     };
     Ok((
         row(model, &batches, threads, spec, &a),

@@ -100,10 +100,11 @@ pub fn run(opts: BenchOptions) -> Result<BenchReport, BenchError> {
     if opts.library {
         let model = load_model(&opts, &opts.model)?;
         report.quantization = model.info.quantization_level.clone();
-        let versus = match &opts.versus {
-            Some(name) => Some(load_model(&opts, name)?),
-            None => None,
-        };
+        let versus = opts
+            .versus
+            .as_deref()
+            .map(|n| load_model(&opts, n))
+            .transpose()?;
         if let (Some(name), Some(v)) = (&opts.versus, &versus) {
             report.versus_model = Some(format!("{name} ({})", v.info.quantization_level));
         }
