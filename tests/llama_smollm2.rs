@@ -101,16 +101,17 @@ fn smollm2_token_ids_match_llama_cpp() {
 /// attention scores on AVX-512 BF16 machines). With f32 activations (the dequantising
 /// fallback this model took before) last pooling fell to 0.99799 on input 6.
 ///
-/// The bound lies inside the spread that last-bit changes give. The activation scales were
-/// rounded up to a few fraction bits, so that some 8-bit values round one step differently.
-/// The worst cosine moved to:
-/// - 0.99946 (per call) / 0.99958 (packed), scales kept to 3 fraction bits fewer than f32;
-/// - 0.99933 / 0.99846, scales kept to 10 fraction bits (about an f16's);
-/// - 0.99856 (per call), 7 fraction bits.
+/// The bound lies inside the spread that last-bit changes give. With each activation block's
+/// scale rounded up to fewer fraction bits (so that some 8-bit values round one step
+/// differently), the worst cosine moved to:
+/// - 0.99946 (per call) / 0.99958 (packed) with 20 fraction bits (f32 keeps 23);
+/// - 0.99933 / 0.99846 with 10 (about an f16's);
+/// - 0.99856 (per call) with 7.
 ///
-/// None of these is less accurate than the rounding that passes. So a change to integer
-/// rounding anywhere on this path can fail here without being a bug: compare it with
-/// llama.cpp's vectors before you read a failure as one.
+/// Even at 7 bits a block's largest |q| stays ≥ 126 of 127, so none of these is measurably
+/// less precise than the rounding that passes. A change to integer rounding anywhere on this
+/// path can fail here without being a bug: compare it with llama.cpp's vectors before you
+/// read a failure as one.
 const MIN_COSINE_MEAN: f32 = 0.999;
 const MIN_COSINE_LAST: f32 = 0.999;
 
