@@ -8,7 +8,7 @@
 //! (default: the all-minilm F16 and Q8_0 fixtures; 64 × 250, 256 × 10 and 1 × 10 tokens)
 
 use quiver::backend::cpu::Cpu;
-use quiver::backend::{AttnShape, Backend};
+use quiver::backend::{AttnShape, Backend, Mask};
 use quiver::gguf::GgufFile;
 use quiver::model::Model;
 use quiver::tensor::TensorView;
@@ -53,10 +53,10 @@ impl Backend for Separate {
         v: &[f32],
         seqs: &[Range<usize>],
         shape: AttnShape,
-        causal: bool,
+        mask: Mask,
         out: &mut [f32],
     ) {
-        self.0.attention(q, k, v, seqs, shape, causal, out)
+        self.0.attention(q, k, v, seqs, shape, mask, out)
     }
 }
 

@@ -191,10 +191,10 @@ fn the_default_linears_is_one_linear_per_weight() {
             v: &[f32],
             seqs: &[std::ops::Range<usize>],
             shape: quiver::backend::AttnShape,
-            causal: bool,
+            mask: quiver::backend::Mask,
             out: &mut [f32],
         ) {
-            self.0.attention(q, k, v, seqs, shape, causal, out)
+            self.0.attention(q, k, v, seqs, shape, mask, out)
         }
     }
     let mut rng = Rng(0x11ea_0006);

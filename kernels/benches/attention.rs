@@ -7,7 +7,7 @@
 //! cargo bench -p quiver-kernels --bench attention -- --warm-up-time 1 --measurement-time 3
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use quiver_kernels::attention::AttnShape;
+use quiver_kernels::attention::{AttnShape, Mask};
 use quiver_kernels::attention_fast::{attention, attention_low_precision};
 use quiver_kernels::matmul::Isa;
 use std::ops::Range;
@@ -47,13 +47,13 @@ fn group(c: &mut Criterion, n_seq: usize, len: usize) {
     let mut g = c.benchmark_group(format!("attention_{n_seq}x{len}_12x32"));
     g.throughput(Throughput::Elements(flop as u64));
     g.bench_function("low_precision", |b| {
-        b.iter(|| attention_low_precision(isa, &q, &k, &v, &seqs, s, false, &mut out))
+        b.iter(|| attention_low_precision(isa, &q, &k, &v, &seqs, s, Mask::Full, &mut out))
     });
     g.bench_function("f32", |b| {
-        b.iter(|| attention(isa, &q, &k, &v, &seqs, s, false, &mut out))
+        b.iter(|| attention(isa, &q, &k, &v, &seqs, s, Mask::Full, &mut out))
     });
     g.bench_function("low_precision_causal", |b| {
-        b.iter(|| attention_low_precision(isa, &q, &k, &v, &seqs, s, true, &mut out))
+        b.iter(|| attention_low_precision(isa, &q, &k, &v, &seqs, s, Mask::Causal, &mut out))
     });
     g.finish();
 }

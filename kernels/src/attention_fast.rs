@@ -11,7 +11,7 @@
 //! then its values (out = P·V), with a vectorised exponential between them and the softmax's
 //! division applied to the output rows.
 
-use crate::attention::AttnShape;
+use crate::attention::{AttnShape, Mask};
 use crate::attention_fused as fused;
 use crate::matmul::float::{mr_for, tile};
 use crate::matmul::pack::NR;
@@ -60,7 +60,7 @@ pub fn attention(
     v: &[f32],
     seqs: &[Range<usize>],
     s: AttnShape,
-    causal: bool,
+    mask: Mask,
     out: &mut [f32],
 ) {
     let path = fused::Precision::F32;
@@ -72,7 +72,7 @@ pub fn attention(
         v,
         seqs,
         s,
-        causal,
+        mask,
         out,
     )
 }
@@ -88,17 +88,18 @@ pub fn attention_low_precision(
     v: &[f32],
     seqs: &[Range<usize>],
     s: AttnShape,
-    causal: bool,
+    mask: Mask,
     out: &mut [f32],
 ) {
     let path = [fused::Precision::Low, fused::Precision::F32]
         .into_iter()
         .find(|&p| fused::supported(isa, s.head_dim, p));
-    run(isa, path, q, k, v, seqs, s, causal, out)
+    run(isa, path, q, k, v, seqs, s, mask, out)
 }
 
 #[allow(clippy::too_many_arguments)]
-/// `path`: the precision of the fused path, where the machine and head width have one.
+/// `path`: the precision of the fused path, where the machine and head width have one. The
+/// fused path knows only full and causal masks: a window or a bias runs on the float path.
 fn run(
     isa: Isa,
     path: Option<fused::Precision>,
@@ -107,9 +108,11 @@ fn run(
     v: &[f32],
     seqs: &[Range<usize>],
     s: AttnShape,
-    causal: bool,
+    mask: Mask,
     out: &mut [f32],
 ) {
+    let causal = mask == Mask::Causal;
+    let path = path.filter(|_| matches!(mask, Mask::Full | Mask::Causal));
     let (qd, kd) = (s.q_dim(), s.kv_dim());
     let tokens = seqs.iter().map(|r| r.end).max().unwrap_or(0);
     assert!(
@@ -149,7 +152,7 @@ fn run(
                 // alone; the asserts above cover the sequence's rows.
                 unsafe { fused::one_head(p, pk, q, k, v, seq, h, s, causal, out, &mut sc.fused) };
             }
-            None => one_head(isa, q, k, v, seq, h, s, causal, op, sc),
+            None => one_head(isa, q, k, v, seq, h, s, mask, op, sc),
         }
     };
     let sequence = |(seq, pk): (&Range<usize>, &mut fused::Packed)| {
@@ -208,7 +211,7 @@ fn one_head(
     seq: Range<usize>,
     h: usize,
     s: AttnShape,
-    causal: bool,
+    mask: Mask,
     out: SendPtr,
     sc: &mut Scratch,
 ) {
@@ -236,12 +239,20 @@ fn one_head(
     sc.inv_sum.resize(len, 0.0);
     for i in 0..len {
         let row = &mut sc.p[i * lp..(i + 1) * lp];
-        let visible = if causal { i + 1 } else { len };
-        row[visible..].fill(f32::NEG_INFINITY);
-        let vis16 = visible.next_multiple_of(16).min(lp);
+        let seen = mask.visible(i, len);
+        row[..seen.start].fill(f32::NEG_INFINITY);
+        row[seen.end..].fill(f32::NEG_INFINITY);
+        if mask.has_bias() {
+            // The bias is added to the scaled score: to s·scale + b, i.e. to s as b / scale.
+            for j in seen.clone() {
+                row[j] += mask.bias(h, s.n_head, i, j) / scale;
+            }
+        }
+        let vis16 = seen.end.next_multiple_of(16).min(lp);
         // e^{-∞·scale − shift} underflows to (almost) 0: the padding adds < 1e-36 to the sum.
         sc.inv_sum[i] = 1.0 / multiversion!(isa, exp_shifted(&mut row[..vis16], scale));
-        row[visible..].fill(0.0);
+        row[..seen.start].fill(0.0);
+        row[seen.end..].fill(0.0);
     }
     // Out: len × hd = P · V_h, written into the head's columns of `out`.
     let mr = mr_for(isa);
@@ -393,17 +404,36 @@ mod tests {
             let v: Vec<f32> = (0..tokens * n_head_kv * head_dim)
                 .map(|_| rng.f32())
                 .collect();
-            for causal in [false, true] {
+            for mask in [
+                Mask::Full,
+                Mask::Causal,
+                Mask::Window { radius: 2 },
+                Mask::Window { radius: 40 },
+                Mask::Alibi { max_bias: 8.0 },
+            ] {
                 let mut want = vec![0.0; q.len()];
-                crate::attention::attention(&q, &k, &v, &seqs, s, causal, &mut want);
+                crate::attention::attention_masked(&q, &k, &v, &seqs, s, mask, &mut want);
                 for isa in Isa::available() {
-                    let mut got = vec![f32::NAN; q.len()];
-                    attention(isa, &q, &k, &v, &seqs, s, causal, &mut got);
-                    for (g, e) in got.iter().zip(&want) {
-                        assert!(
-                            (g - e).abs() <= 2e-6 * (1.0 + e.abs()),
-                            "{isa:?} {s:?} causal={causal}: {g} vs {e}"
-                        );
+                    for low in [false, true] {
+                        // With a full or causal mask the low-precision path rounds on its fused
+                        // path (tested against its emulation in attention_fused); with a window
+                        // or a bias it must run the float path.
+                        if low && matches!(mask, Mask::Full | Mask::Causal) {
+                            continue;
+                        }
+                        let mut got = vec![f32::NAN; q.len()];
+                        let run = if low {
+                            attention_low_precision
+                        } else {
+                            attention
+                        };
+                        run(isa, &q, &k, &v, &seqs, s, mask, &mut got);
+                        for (g, e) in got.iter().zip(&want) {
+                            assert!(
+                                (g - e).abs() <= 2e-6 * (1.0 + e.abs()),
+                                "{isa:?} {s:?} {mask:?} low={low}: {g} vs {e}"
+                            );
+                        }
                     }
                 }
             }

@@ -934,7 +934,16 @@ mod tests {
                 let mut exact = vec![0.0; q.len()];
                 crate::attention::attention(&q, &k, &v, &seqs, s, causal, &mut exact);
                 let mut got = vec![f32::NAN; q.len()];
-                attention_low_precision(Isa::detect(), &q, &k, &v, &seqs, s, causal, &mut got);
+                attention_low_precision(
+                    Isa::detect(),
+                    &q,
+                    &k,
+                    &v,
+                    &seqs,
+                    s,
+                    crate::attention::Mask::from_causal(causal),
+                    &mut got,
+                );
                 // Not causal: a probability may round to the other int16 step (the
                 // exponentials differ in their last bits), each such flip moving the sum by
                 // one step of a value column, ≤ 1/32767 of |v|'s maximum (here < 1). Causal:

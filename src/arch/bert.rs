@@ -2,7 +2,7 @@
 //! layers and GELU. Read it top to bottom: config, weights, then the forward pass.
 
 use super::{view, Architecture, Batch, LoadError, Loader};
-use crate::backend::{AttnShape, Backend, LinearOut};
+use crate::backend::{AttnShape, Backend, LinearOut, Mask};
 use crate::embed::Pooling;
 use crate::gguf::{GgufFile, TensorInfo};
 use std::sync::{Arc, Mutex};
@@ -229,7 +229,7 @@ impl Architecture for Bert {
                     LinearOut::new(view(file, &l.v), Some(&l.v_b), v),
                 ],
             );
-            be.attention(q, k, v, &batch.seqs, shape, false, attn);
+            be.attention(q, k, v, &batch.seqs, shape, Mask::Full, attn);
             be.linear(attn, n, &view(file, &l.o), Some(&l.o_b), proj);
             be.add_layer_norm(&mut x, proj, &l.attn_norm_w, &l.attn_norm_b, c.eps);
 

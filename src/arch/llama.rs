@@ -5,7 +5,7 @@
 
 use super::llama_table::{self, ArchSpec, Presence};
 use super::{view, Architecture, Batch, LoadError, Loader};
-use crate::backend::{AttnShape, Backend, LinearOut};
+use crate::backend::{AttnShape, Backend, LinearOut, Mask};
 use crate::embed::Pooling;
 use crate::gguf::{GgufFile, TensorInfo};
 use quiver_kernels::rope::Rope;
@@ -326,7 +326,7 @@ impl Architecture for Llama {
             }
             be.rope(&rope, q, qd, &positions);
             be.rope(&rope, k, kvd, &positions);
-            be.attention(q, k, v, &batch.seqs, shape, true, attn);
+            be.attention(q, k, v, &batch.seqs, shape, Mask::Causal, attn);
             be.linear(attn, n, &view(file, &l.o), None, proj);
             quiver_kernels::ops::add(&mut x, proj);
 

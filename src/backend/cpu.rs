@@ -7,7 +7,7 @@
 //! tables are read from the file on each call. Products of one input (`linears`: Q/K/V,
 //! gate/up) quantise it once per packed path and share one parallel region.
 
-use super::{AttnShape, Backend, LinearOut};
+use super::{AttnShape, Backend, LinearOut, Mask};
 use crate::gguf::GgufFile;
 use crate::tensor::DType;
 use crate::tensor::TensorView;
@@ -296,23 +296,14 @@ impl Backend for Cpu {
         v: &[f32],
         seqs: &[Range<usize>],
         shape: AttnShape,
-        causal: bool,
+        mask: Mask,
         out: &mut [f32],
     ) {
         let low_precision = self.packed.get().is_some_and(Packed::low_precision);
         if low_precision {
-            attention_fast::attention_low_precision(
-                Isa::detect(),
-                q,
-                k,
-                v,
-                seqs,
-                shape,
-                causal,
-                out,
-            );
+            attention_fast::attention_low_precision(Isa::detect(), q, k, v, seqs, shape, mask, out);
         } else {
-            attention_fast::attention(Isa::detect(), q, k, v, seqs, shape, causal, out);
+            attention_fast::attention(Isa::detect(), q, k, v, seqs, shape, mask, out);
         }
     }
 }

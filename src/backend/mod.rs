@@ -8,7 +8,7 @@
 pub mod cpu;
 pub mod gpu;
 
-pub use quiver_kernels::attention::AttnShape;
+pub use quiver_kernels::attention::{AttnShape, Mask};
 pub use quiver_kernels::rope::Rope;
 
 use crate::arch::Batch;
@@ -71,8 +71,8 @@ pub trait Backend: Send + Sync {
     /// gate = silu(gate) · up, in place.
     fn silu_mul(&self, gate: &mut [f32], up: &[f32]);
 
-    /// Softmax attention over packed sequences (`seqs` are token ranges); see
-    /// `quiver_kernels::attention::attention` for the layout.
+    /// Softmax attention over packed sequences (`seqs` are token ranges) under `mask`; see
+    /// `quiver_kernels::attention::attention_masked` for the layout.
     #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
@@ -81,7 +81,7 @@ pub trait Backend: Send + Sync {
         v: &[f32],
         seqs: &[Range<usize>],
         shape: AttnShape,
-        causal: bool,
+        mask: Mask,
         out: &mut [f32],
     );
 

@@ -7,7 +7,7 @@ use super::context::{Gpu, GpuError};
 use super::kernels;
 use super::rope::{position_bits, rotation_table};
 use super::weights::{upload_weight, GpuWeight, WeightKey};
-use crate::backend::{cpu::Cpu, rope_on_cpu, AttnShape, Backend, Rope, WholeForward};
+use crate::backend::{cpu::Cpu, rope_on_cpu, AttnShape, Backend, Mask, Rope, WholeForward};
 use crate::gguf::GgufFile;
 use crate::tensor::TensorView;
 use std::collections::HashMap;
@@ -451,13 +451,22 @@ impl Backend for GpuBackend {
         v: &[f32],
         seqs: &[Range<usize>],
         shape: AttnShape,
-        causal: bool,
+        mask: Mask,
         out: &mut [f32],
     ) {
-        if !self.on_gpu("attention", || {
-            self.try_attention(q, k, v, seqs, shape, causal, out)
-        }) {
-            self.cpu.attention(q, k, v, seqs, shape, causal, out);
+        // The shader knows full and causal masks; a window or a bias runs on the CPU.
+        let shader = match mask {
+            Mask::Full => Some(false),
+            Mask::Causal => Some(true),
+            Mask::Window { .. } | Mask::Alibi { .. } => None,
+        };
+        let on_gpu = shader.is_some_and(|causal| {
+            self.on_gpu("attention", || {
+                self.try_attention(q, k, v, seqs, shape, causal, out)
+            })
+        });
+        if !on_gpu {
+            self.cpu.attention(q, k, v, seqs, shape, mask, out);
         }
     }
 
