@@ -109,3 +109,119 @@ pub fn gguf_from_bytes(bytes: &[u8]) -> quiver::gguf::GgufFile {
 pub fn quant_zoo() -> quiver::gguf::GgufFile {
     gguf_from_bytes(&std::fs::read(fixture("quant-zoo.gguf")).expect("fixtures/quant-zoo.gguf"))
 }
+
+/// A two-layer llama (256 wide, 4 query heads sharing 2 KV heads, SwiGLU of 512) whose layer
+/// matrices are random valid blocks of `dtype`, with a WordPiece vocabulary of single letters
+/// (so a text is as many tokens as letters, and long texts make long sequences).
+/// `extra` metadata is appended (tests of `quiver show`). The GGUF file's bytes.
+pub fn tiny_llama_gguf(
+    dtype: quiver::tensor::DType,
+    extra: &[(&str, quiver::gguf::Value)],
+) -> Vec<u8> {
+    use quiver::gguf::writer::GgufWriter;
+    use quiver::gguf::{Value, ValueType};
+    const E: usize = 256;
+    const FF: usize = 512;
+    const HEADS: usize = 4;
+    const KV_HEADS: usize = 2;
+    const HD: usize = E / HEADS;
+    let mut vocab: Vec<String> = ["[UNK]", "[CLS]", "[SEP]"].map(String::from).to_vec();
+    for c in 'a'..='z' {
+        vocab.push(format!("\u{2581}{c}"));
+        vocab.push(c.to_string());
+    }
+    let n_vocab = vocab.len();
+    let mut w = GgufWriter::new()
+        .meta("general.architecture", Value::String("llama".into()))
+        .meta("tokenizer.ggml.model", Value::String("bert".into()))
+        .meta(
+            "tokenizer.ggml.tokens",
+            Value::Array(
+                ValueType::String,
+                vocab.into_iter().map(Value::String).collect(),
+            ),
+        )
+        .meta("tokenizer.ggml.bos_token_id", Value::U32(1))
+        .meta("tokenizer.ggml.eos_token_id", Value::U32(2));
+    for (k, v) in [
+        ("block_count", 2),
+        ("context_length", 1024),
+        ("embedding_length", E),
+        ("feed_forward_length", FF),
+        ("attention.head_count", HEADS),
+        ("attention.head_count_kv", KV_HEADS),
+    ] {
+        w = w.meta(&format!("llama.{k}"), Value::U32(v as u32));
+    }
+    let mut r = Rng(7);
+    w = w.tensor_f32("token_embd.weight", &[E, n_vocab], &r.vec(E * n_vocab, 1.0));
+    let norm = |w: GgufWriter, name: &str, r: &mut Rng| {
+        let v: Vec<f32> = r.vec(E, 0.2).iter().map(|x| 1.0 + x).collect();
+        w.tensor_f32(name, &[E], &v)
+    };
+    for l in 0..2 {
+        w = norm(w, &format!("blk.{l}.attn_norm.weight"), &mut r);
+        w = norm(w, &format!("blk.{l}.ffn_norm.weight"), &mut r);
+        for (t, n_in, n_out) in [
+            ("attn_q", E, E),
+            ("attn_k", E, KV_HEADS * HD),
+            ("attn_v", E, KV_HEADS * HD),
+            ("attn_output", E, E),
+            ("ffn_gate", E, FF),
+            ("ffn_up", E, FF),
+            ("ffn_down", FF, E),
+        ] {
+            let data = random_blocks(dtype, n_in * n_out, &mut r);
+            w = w.tensor(&format!("blk.{l}.{t}.weight"), dtype, &[n_in, n_out], data);
+        }
+    }
+    w = norm(w, "output_norm.weight", &mut r);
+    for (k, v) in extra {
+        w = w.meta(k, v.clone());
+    }
+    w.to_bytes()
+}
+
+/// `n` weights of `dtype` as random valid blocks: random quants, with each block's f16 scale
+/// (and minimum) set to a small random value so that rows have a norm near 1.
+pub fn random_blocks(dtype: quiver::tensor::DType, n: usize, r: &mut Rng) -> Vec<u8> {
+    use half::f16;
+    use quiver::tensor::DType;
+    let scale = 1.0 / (n as f32).sqrt().sqrt();
+    let f16s = |count: usize, size: f32, r: &mut Rng| -> Vec<u8> {
+        (0..count)
+            .flat_map(|_| f16::from_f32(size * (0.5 + 0.5 * r.next().abs())).to_le_bytes())
+            .collect()
+    };
+    let (block, bytes) = dtype.block();
+    let mut out = Vec::with_capacity(n / block * bytes);
+    let raw = |len: usize, r: &mut Rng| -> Vec<u8> {
+        (0..len).map(|_| (r.next() * 128.0 + 128.0) as u8).collect()
+    };
+    for _ in 0..n / block {
+        let start = out.len();
+        match dtype {
+            DType::F32 => {
+                out.extend(r.vec(1, scale * 0.1).iter().flat_map(|v| v.to_le_bytes()));
+                continue;
+            }
+            DType::F16 => {
+                out.extend(f16::from_f32(r.next() * scale * 0.1).to_le_bytes());
+                continue;
+            }
+            _ => out.extend(raw(bytes, r)),
+        }
+        let blk = &mut out[start..];
+        // Where each format keeps its f16 scale(s): d first (and Q4_1's / Q4_K's minimum
+        // next), Q6_K's d last.
+        match dtype {
+            DType::Q8_0 => blk[..2].copy_from_slice(&f16s(1, 0.002, r)),
+            DType::Q4_0 => blk[..2].copy_from_slice(&f16s(1, 0.02, r)),
+            DType::Q4_1 => blk[..4].copy_from_slice(&f16s(2, 0.01, r)),
+            DType::Q4_K => blk[..4].copy_from_slice(&f16s(2, 0.0003, r)),
+            DType::Q6_K => blk[208..].copy_from_slice(&f16s(1, 0.0001, r)),
+            other => panic!("no random blocks for {other:?}"),
+        }
+    }
+    out
+}

@@ -335,11 +335,6 @@ pub fn matmul_quant(
     // call on this thread, e.g. from work stealing, cannot find it borrowed.
     let mut qx = QX.with(|c| std::mem::take(&mut *c.borrow_mut()));
     quantize_rows(isa, x, m, k, format == WeightFormat::Q4_1, &mut qx);
-    if m <= super::gemv::GEMV_MAX_ROWS && super::q8_gemv::supports(isa) {
-        super::q8_gemv::gemv_quant(isa, format, &qx, m, data, n, k, y);
-        QX.with(|c| *c.borrow_mut() = qx);
-        return;
-    }
     let nblocks = n.div_ceil(NRQ);
     let want = 4 * rayon::current_num_threads();
     let mblocks = want.div_ceil(nblocks).clamp(1, m.div_ceil(MRQ * 16).max(1));
