@@ -1,6 +1,11 @@
 //! The real `quiver` binary: embed, show, create/list/rm on a temporary store, hostile names,
 //! list/ps with no server.
 
+mod common;
+
+use quiver::gguf::Value;
+use quiver::tensor::DType;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -171,6 +176,59 @@ fn show_describes_the_model() {
             "the vocabulary is summarised:\n{out}"
         );
         assert!(out.len() < 10_000, "no 30k-entry dump");
+    }
+}
+
+/// The rows of `quiver show`'s Model section, key → value.
+fn model_rows(out: &str) -> HashMap<String, String> {
+    out.lines()
+        .skip_while(|l| l.trim() != "Model")
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.trim().split_once("    "))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+#[test]
+fn show_names_pooling_tokenizer_and_lengths() {
+    let dir = TempDir::new("show-facts");
+    let o = quiver(&dir.0, &["show", F16], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = model_rows(&stdout(&o));
+    for (k, v) in [
+        ("architecture", "bert"),
+        ("pooling", "mean"),
+        ("tokenizer", "bert"),
+        ("context length", "512"),
+        ("embedding length", "384"),
+    ] {
+        assert_eq!(rows.get(k).map(String::as_str), Some(v), "{k}: {rows:?}");
+    }
+    // The file's own key, shown as it is (the converter writes one even for WordPiece).
+    let file = quiver::gguf::GgufFile::open(Path::new(F16)).unwrap();
+    let pre = file
+        .header
+        .get_str("tokenizer.ggml.pre")
+        .map(str::to_string);
+    assert_eq!(rows.get("pre-tokenizer"), pre.as_ref(), "{rows:?}");
+    // A llama without `pooling_type`: the architecture's default, the last token.
+    let path = dir.0.join("tiny-llama.gguf");
+    let pre = [("tokenizer.ggml.pre", Value::String("smollm".into()))];
+    std::fs::write(&path, common::tiny_llama_gguf(DType::Q8_0, &pre)).unwrap();
+    let o = quiver(&dir.0, &["show", path.to_str().unwrap()], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = model_rows(&stdout(&o));
+    for (k, v) in [
+        ("architecture", "llama"),
+        ("pooling", "last"),
+        ("tokenizer", "bert"),
+        ("pre-tokenizer", "smollm"),
+        ("context length", "1024"),
+        ("embedding length", "256"),
+        ("quantization", "unknown"),
+    ] {
+        assert_eq!(rows.get(k).map(String::as_str), Some(v), "{k}: {rows:?}");
     }
 }
 
