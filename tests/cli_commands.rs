@@ -42,12 +42,19 @@ impl Drop for TempDir {
 
 /// Runs quiver with a store of its own: `QUIVER_MODELS=store`, no Ollama dir, no server.
 fn quiver(store: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    quiver_env(store, args, stdin, &[])
+}
+
+/// [`quiver`] with extra environment variables (QUIVER_BACKEND is unset unless given here).
+fn quiver_env(store: &Path, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .env("QUIVER_MODELS", store)
         .env("OLLAMA_MODELS", store.join("ollama-none"))
         // A port nothing listens on, so list/ps find no server.
         .env("OLLAMA_HOST", "127.0.0.1:9")
+        .env_remove("QUIVER_BACKEND")
+        .envs(env.iter().copied())
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -133,6 +140,54 @@ fn embed_with_the_bundled_model_matches_ollama() {
         j["prompt_eval_count"], 8,
         "[CLS] why is the sky blue ? [SEP]"
     );
+}
+
+/// `quiver embed` takes its backend from QUIVER_BACKEND as `quiver serve` does, and says which
+/// one it runs on: an explicit `gpu` without a GPU runs on the CPU with a line saying why,
+/// never silently. (`quiver bench` loads its models through the same function.)
+#[test]
+fn embed_honours_quiver_backend() {
+    let dir = TempDir::new("backend");
+    let args = ["embed", "-m", "all-minilm", "why is the sky blue?"];
+    let run = |env: &[(&str, &str)]| quiver_env(&dir.0, &args, None, env);
+    let default = run(&[]);
+    assert_eq!(stderr(&default), "", "nothing asked, nothing said");
+    let cpu = run(&[("QUIVER_BACKEND", "cpu")]);
+    assert!(
+        stderr(&cpu).contains("backend: cpu (QUIVER_BACKEND=cpu)"),
+        "{}",
+        stderr(&cpu)
+    );
+    assert_eq!(embeddings(&cpu), embeddings(&default));
+    // No Vulkan driver at all: the loader finds no ICD (both the old and new variable).
+    let no_driver = [
+        ("QUIVER_BACKEND", "gpu"),
+        ("VK_ICD_FILENAMES", "/nonexistent.json"),
+        ("VK_DRIVER_FILES", "/nonexistent.json"),
+    ];
+    let none = run(&no_driver);
+    assert!(
+        stderr(&none).contains("backend: cpu ("),
+        "{}",
+        stderr(&none)
+    );
+    assert_eq!(embeddings(&none), embeddings(&default));
+    let bogus = run(&[("QUIVER_BACKEND", "tpu")]);
+    assert!(
+        stderr(&bogus).contains("is not cpu, gpu or auto"),
+        "{}",
+        stderr(&bogus)
+    );
+    // With whatever driver this machine has (lavapipe in CI): a GPU, and vectors close to the
+    // CPU's, or the CPU and the reason.
+    let gpu = run(&[("QUIVER_BACKEND", "gpu")]);
+    if stderr(&gpu).contains("backend: gpu on ") {
+        let c = cosine(&embeddings(&gpu)[0], &embeddings(&default)[0]);
+        assert!(c > 0.9999, "GPU against CPU: cosine {c}");
+    } else {
+        assert!(stderr(&gpu).contains("backend: cpu ("), "{}", stderr(&gpu));
+        assert_eq!(embeddings(&gpu), embeddings(&default));
+    }
 }
 
 #[test]
