@@ -1,6 +1,11 @@
 //! The real `quiver` binary: embed, show, create/list/rm on a temporary store, hostile names,
 //! list/ps with no server.
 
+mod common;
+
+use quiver::gguf::Value;
+use quiver::tensor::DType;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -37,12 +42,19 @@ impl Drop for TempDir {
 
 /// Runs quiver with a store of its own: `QUIVER_MODELS=store`, no Ollama dir, no server.
 fn quiver(store: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    quiver_env(store, args, stdin, &[])
+}
+
+/// [`quiver`] with extra environment variables (QUIVER_BACKEND is unset unless given here).
+fn quiver_env(store: &Path, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .env("QUIVER_MODELS", store)
         .env("OLLAMA_MODELS", store.join("ollama-none"))
         // A port nothing listens on, so list/ps find no server.
         .env("OLLAMA_HOST", "127.0.0.1:9")
+        .env_remove("QUIVER_BACKEND")
+        .envs(env.iter().copied())
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -130,6 +142,54 @@ fn embed_with_the_bundled_model_matches_ollama() {
     );
 }
 
+/// `quiver embed` takes its backend from QUIVER_BACKEND as `quiver serve` does, and says which
+/// one it runs on: an explicit `gpu` without a GPU runs on the CPU with a line saying why,
+/// never silently. (`quiver bench` loads its models through the same function.)
+#[test]
+fn embed_honours_quiver_backend() {
+    let dir = TempDir::new("backend");
+    let args = ["embed", "-m", "all-minilm", "why is the sky blue?"];
+    let run = |env: &[(&str, &str)]| quiver_env(&dir.0, &args, None, env);
+    let default = run(&[]);
+    assert_eq!(stderr(&default), "", "nothing asked, nothing said");
+    let cpu = run(&[("QUIVER_BACKEND", "cpu")]);
+    assert!(
+        stderr(&cpu).contains("backend: cpu (QUIVER_BACKEND=cpu)"),
+        "{}",
+        stderr(&cpu)
+    );
+    assert_eq!(embeddings(&cpu), embeddings(&default));
+    // No Vulkan driver at all: the loader finds no ICD (both the old and new variable).
+    let no_driver = [
+        ("QUIVER_BACKEND", "gpu"),
+        ("VK_ICD_FILENAMES", "/nonexistent.json"),
+        ("VK_DRIVER_FILES", "/nonexistent.json"),
+    ];
+    let none = run(&no_driver);
+    assert!(
+        stderr(&none).contains("backend: cpu ("),
+        "{}",
+        stderr(&none)
+    );
+    assert_eq!(embeddings(&none), embeddings(&default));
+    let bogus = run(&[("QUIVER_BACKEND", "tpu")]);
+    assert!(
+        stderr(&bogus).contains("is not cpu, gpu or auto"),
+        "{}",
+        stderr(&bogus)
+    );
+    // With whatever driver this machine has (lavapipe in CI): a GPU, and vectors close to the
+    // CPU's, or the CPU and the reason.
+    let gpu = run(&[("QUIVER_BACKEND", "gpu")]);
+    if stderr(&gpu).contains("backend: gpu on ") {
+        let c = cosine(&embeddings(&gpu)[0], &embeddings(&default)[0]);
+        assert!(c > 0.9999, "GPU against CPU: cosine {c}");
+    } else {
+        assert!(stderr(&gpu).contains("backend: cpu ("), "{}", stderr(&gpu));
+        assert_eq!(embeddings(&gpu), embeddings(&default));
+    }
+}
+
 #[test]
 fn embed_reads_stdin_lines_and_accepts_a_gguf_path() {
     let dir = TempDir::new("stdin");
@@ -171,6 +231,59 @@ fn show_describes_the_model() {
             "the vocabulary is summarised:\n{out}"
         );
         assert!(out.len() < 10_000, "no 30k-entry dump");
+    }
+}
+
+/// The rows of `quiver show`'s Model section, key → value.
+fn model_rows(out: &str) -> HashMap<String, String> {
+    out.lines()
+        .skip_while(|l| l.trim() != "Model")
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.trim().split_once("    "))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+#[test]
+fn show_names_pooling_tokenizer_and_lengths() {
+    let dir = TempDir::new("show-facts");
+    let o = quiver(&dir.0, &["show", F16], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = model_rows(&stdout(&o));
+    for (k, v) in [
+        ("architecture", "bert"),
+        ("pooling", "mean"),
+        ("tokenizer", "bert"),
+        ("context length", "512"),
+        ("embedding length", "384"),
+    ] {
+        assert_eq!(rows.get(k).map(String::as_str), Some(v), "{k}: {rows:?}");
+    }
+    // The file's own key, shown as it is (the converter writes one even for WordPiece).
+    let file = quiver::gguf::GgufFile::open(Path::new(F16)).unwrap();
+    let pre = file
+        .header
+        .get_str("tokenizer.ggml.pre")
+        .map(str::to_string);
+    assert_eq!(rows.get("pre-tokenizer"), pre.as_ref(), "{rows:?}");
+    // A llama without `pooling_type`: the architecture's default, the last token.
+    let path = dir.0.join("tiny-llama.gguf");
+    let pre = [("tokenizer.ggml.pre", Value::String("smollm".into()))];
+    std::fs::write(&path, common::tiny_llama_gguf(DType::Q8_0, &pre)).unwrap();
+    let o = quiver(&dir.0, &["show", path.to_str().unwrap()], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = model_rows(&stdout(&o));
+    for (k, v) in [
+        ("architecture", "llama"),
+        ("pooling", "last"),
+        ("tokenizer", "bert"),
+        ("pre-tokenizer", "smollm"),
+        ("context length", "1024"),
+        ("embedding length", "256"),
+        ("quantization", "unknown"),
+    ] {
+        assert_eq!(rows.get(k).map(String::as_str), Some(v), "{k}: {rows:?}");
     }
 }
 

@@ -64,8 +64,10 @@ fn packed_linear_matches_the_dequantised_product_for_every_format() {
     }
 }
 
+/// Tables outside the layers stay in the file; an F32 layer matrix is packed as exact f32
+/// panels (4 rows padded to one panel of 32 columns × 64 values × 4 bytes).
 #[test]
-fn f32_matrices_and_tables_outside_the_layers_are_not_packed() {
+fn tables_outside_the_layers_are_not_packed_and_f32_stays_f32() {
     let f16: Vec<u8> = (0..64 * 4)
         .flat_map(|i| half::f16::from_f32(i as f32 * 0.01).to_le_bytes())
         .collect();
@@ -78,5 +80,16 @@ fn f32_matrices_and_tables_outside_the_layers_are_not_packed() {
     ));
     let cpu = Cpu::new();
     cpu.prepare(&file);
-    assert_eq!(cpu.packed_bytes(), 0);
+    assert_eq!(cpu.packed_bytes(), 32 * 64 * 4);
+    // Exact: the packed product is the f32 product of the file's values.
+    let view = file.tensor("blk.0.f32.weight").unwrap();
+    let x: Vec<f32> = (0..2 * 64).map(|i| (i % 7) as f32 - 3.0).collect();
+    let mut y = vec![f32::NAN; 2 * 4];
+    cpu.linear(&x, 2, &view, None, &mut y);
+    for (i, row) in y.chunks(4).enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            let want: f32 = (0..64).map(|p| x[i * 64 + p] * (j * 64 + p) as f32).sum();
+            assert_eq!(v, want, "y[{i}][{j}]");
+        }
+    }
 }

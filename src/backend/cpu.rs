@@ -3,14 +3,15 @@
 //! The layer matrices of a prepared model are packed once: f16 / bf16 into the 13-bit integer
 //! layout of `matmul::int16` (twice the multiply-adds per instruction of f32 FMA, no per-call
 //! conversion), Q8_0 / Q4_0 / Q4_1 into the panels of `matmul::q8`, formats without a kernel
-//! (K-quants, Q5_x) dequantised once and packed like f16. f32 matrices and the embedding
-//! tables are read from the file on each call. Products of one input (`linears`: Q/K/V,
+//! (K-quants, Q5_x) dequantised once and packed like f16, f32 into the f32 panels of
+//! `matmul::float` (exact, as read). The embedding tables are read from the file on each call. Products of one input (`linears`: Q/K/V,
 //! gate/up) quantise it once per packed path and share one parallel region.
 
 use super::{AttnShape, Backend, LinearOut, Mask};
 use crate::gguf::GgufFile;
 use crate::tensor::DType;
 use crate::tensor::TensorView;
+use quiver_kernels::matmul::float::{matmul_float_packed, PackedF32};
 use quiver_kernels::matmul::int16::{matmul_i16, matmul_i16_many, PackedI16};
 use quiver_kernels::matmul::q8::{matmul_quant_packed, matmul_quant_packed_many, PackedQuant};
 use quiver_kernels::matmul::{self, FloatFormat, Isa, Product, WeightFormat, Weights};
@@ -41,6 +42,7 @@ fn weight_format(dtype: DType) -> Option<WeightFormat> {
 
 /// One packed matrix.
 enum PackedWeight {
+    F32(PackedF32),
     Int16(PackedI16),
     Quant(PackedQuant),
 }
@@ -48,6 +50,7 @@ enum PackedWeight {
 impl PackedWeight {
     fn shape(&self) -> (usize, usize) {
         match self {
+            PackedWeight::F32(p) => (p.n, p.k),
             PackedWeight::Int16(p) => (p.n, p.k),
             PackedWeight::Quant(p) => (p.n, p.k),
         }
@@ -55,6 +58,7 @@ impl PackedWeight {
 
     fn bytes(&self) -> usize {
         match self {
+            PackedWeight::F32(p) => p.bytes(),
             PackedWeight::Int16(p) => p.bytes(),
             PackedWeight::Quant(p) => p.bytes(),
         }
@@ -69,11 +73,13 @@ struct Packed {
 }
 
 impl Packed {
-    /// The layer weights are 16-bit or quantised (only those are packed): attention may then
+    /// Some layer weights are 16-bit or quantised (packed as such): attention may then
     /// run in 16-bit arithmetic too (`attention_low_precision`: bf16 scores, int16 P·V). An
     /// F32 model keeps exact f32 attention, as it keeps exact f32 matmuls.
     fn low_precision(&self) -> bool {
-        !self.by_addr.is_empty()
+        self.by_addr
+            .values()
+            .any(|p| !matches!(p, PackedWeight::F32(_)))
     }
 }
 
@@ -91,9 +97,12 @@ fn pack_layers(file: &Arc<GgufFile>) -> Packed {
         let (k, n) = (t.shape[0], t.shape[1]);
         let data = &file.bytes()[t.offset..t.offset + t.len];
         let packed = match weight_format(t.dtype) {
-            // The exact f32 path stays as it is.
-            Some(WeightFormat::Float(FloatFormat::F32)) => continue,
             Some(format) if format.row_bytes(k).map(|r| r * n) != Some(data.len()) => continue,
+            // Exact f32, in the panels its tiles read: packing them on every call cost 5× a
+            // one-row product.
+            Some(WeightFormat::Float(FloatFormat::F32)) => {
+                PackedWeight::F32(PackedF32::pack(FloatFormat::F32, data, n, k))
+            }
             Some(WeightFormat::Float(f)) if k >= 2 => {
                 PackedWeight::Int16(PackedI16::pack(f, data, n, k))
             }
@@ -211,6 +220,7 @@ impl Backend for Cpu {
         assert_eq!(x.len(), m * k, "linear: input is not m×k");
         assert_eq!(y.len(), m * n, "linear: output is not m×n");
         match self.packed(w) {
+            Some(PackedWeight::F32(p)) => matmul_float_packed(Isa::detect(), x, m, p, y),
             // The packed paths add the bias to each output tile while it is in cache.
             Some(PackedWeight::Int16(p)) => return matmul_i16(Isa::detect(), x, m, p, bias, y),
             // Every m, a single query too: one summation order for a row whatever its batch

@@ -17,7 +17,6 @@ pub use corpus::{Corpus, Kind};
 pub use options::{parse_args, BenchOptions, USAGE};
 pub use report::BenchReport;
 
-use crate::backend::cpu::Cpu;
 use crate::gguf::{GgufFile, ModelBytes};
 use crate::model::Model;
 use library::Spec;
@@ -212,7 +211,9 @@ fn load_model(opts: &BenchOptions, name: &str) -> Result<Model, BenchError> {
         let entry = store.resolve(name).map_err(|e| err(&e))?;
         entry.open().map_err(|e| err(&e))?
     };
-    Model::load(file, Arc::new(Cpu::new())).map_err(|e| err(&e))
+    // QUIVER_BACKEND=cpu|gpu|auto, chosen as the server (the HTTP rows) chooses.
+    let backend = crate::backend::gpu::select_backend_for_command();
+    Model::load(file, backend).map_err(|e| err(&e))
 }
 
 /// The server the HTTP measurements talk to: one given by `--url`, or one started in process.

@@ -2,12 +2,11 @@
 //! and print the JSON `/api/embed` would answer.
 
 use super::{resolve_model, CliResult};
-use crate::backend::cpu::Cpu;
+use crate::backend::gpu::select_backend_for_command;
 use crate::embed::normalize;
 use crate::model::Model;
 use crate::store::Store;
 use std::io::BufRead;
-use std::sync::Arc;
 use std::time::Instant;
 
 /// Inputs go through the model this many at a time, so that a long stdin does not become one
@@ -22,7 +21,8 @@ pub fn run(store: &Store, model_name: &str, texts: Vec<String>) -> CliResult {
         texts
     };
     let entry = resolve_model(store, model_name)?;
-    let model = Model::load(entry.open()?, Arc::new(Cpu::new()))?;
+    // QUIVER_BACKEND=cpu|gpu|auto, chosen as `quiver serve` chooses.
+    let model = Model::load(entry.open()?, select_backend_for_command())?;
     let load_duration = start.elapsed();
 
     let mut embeddings = Vec::with_capacity(texts.len());

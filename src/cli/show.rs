@@ -6,6 +6,7 @@ use crate::embed::Pooling;
 use crate::gguf::{Gguf, Value};
 use crate::model::{file_type_name, human_number};
 use crate::store::Store;
+use std::sync::Arc;
 
 /// Arrays longer than this are summarised by type and length (the vocabulary has 30k entries).
 const MAX_ARRAY_SHOWN: usize = 8;
@@ -14,16 +15,29 @@ const MAX_STRING_SHOWN: usize = 80;
 
 pub fn run(store: &Store, model: &str) -> CliResult {
     let entry = resolve_model(store, model)?;
-    let file = entry.open()?;
-    print!("{}", describe(&file.header));
+    let file = Arc::new(entry.open()?);
+    // The pooling the model runs with: the file's `pooling_type`, else its architecture's
+    // default (BERT mean, decoders last token), which only the architecture knows. A file
+    // Quiver cannot run is still shown, with the key's pooling if it has one.
+    let pooling = match crate::arch::load(file.clone()) {
+        Ok(a) => Some(a.pooling()),
+        Err(_) => pooling_key(&file.header),
+    };
+    print!("{}", describe(&file.header, pooling));
     Ok(())
 }
 
-/// The text `quiver show` prints for a parsed header.
-pub fn describe(h: &Gguf) -> String {
+/// `<arch>.pooling_type`, when the file has a known one.
+fn pooling_key(h: &Gguf) -> Option<Pooling> {
+    let arch = h.architecture().unwrap_or("unknown");
+    h.get_u64(&format!("{arch}.pooling_type"))
+        .and_then(Pooling::from_gguf)
+}
+
+/// The text `quiver show` prints for a parsed header, with the pooling the model runs with.
+pub fn describe(h: &Gguf, pooling: Option<Pooling>) -> String {
     let arch = h.architecture().unwrap_or("unknown");
     let key = |k: &str| h.get_u64(&format!("{arch}.{k}"));
-    let pooling = key("pooling_type").and_then(Pooling::from_gguf);
     let mut model_rows = vec![
         ("architecture".to_string(), arch.to_string()),
         ("parameters".to_string(), human_number(h.parameter_count())),
@@ -40,6 +54,15 @@ pub fn describe(h: &Gguf) -> String {
     ));
     if let Some(p) = pooling {
         model_rows.push(("pooling".to_string(), p.name().to_string()));
+    }
+    // Which tokenizer the file asks for, and for byte-level BPE how it splits words first.
+    for (row, k) in [
+        ("tokenizer", "tokenizer.ggml.model"),
+        ("pre-tokenizer", "tokenizer.ggml.pre"),
+    ] {
+        if let Some(v) = h.get_str(k) {
+            model_rows.push((row.to_string(), show_value(&Value::String(v.into()))));
+        }
     }
 
     let mut out = String::new();

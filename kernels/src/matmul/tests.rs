@@ -172,6 +172,14 @@ fn float_paths_match_reference() {
                     1e-5,
                     &format!("{fmt:?} {isa:?}"),
                 );
+                // Packed once: the same tiles over the same panels, so the same bits.
+                let packed = float::PackedF32::pack(*fmt, bytes, n, k);
+                let mut yp = vec![f32::NAN; m * n];
+                float::matmul_float_packed(isa, &x, m, &packed, &mut yp);
+                assert!(
+                    yp.iter().zip(&y).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "packed {fmt:?} {isa:?} m={m} k={k} n={n}"
+                );
             }
         }
     }
@@ -354,6 +362,7 @@ fn a_row_gives_the_same_bits_in_any_batch_and_thread_count() {
     let (f16, _) = f16_bytes(&w32);
     let (q8, _) = q8_0_bytes(&mut rng, n, k);
     let (q41, _) = q4_1_bytes(&mut rng, n, k);
+    let packed_f32 = float::PackedF32::pack(FloatFormat::F32, &f32_bytes, n, k);
     let packed_i16 = PackedI16::pack(FloatFormat::F16, &f16, n, k);
     let packed_q8 = PackedQuant::pack(WeightFormat::Q8_0, &q8, n, k);
     let packed_q41 = PackedQuant::pack(WeightFormat::Q4_1, &q41, n, k);
@@ -373,6 +382,10 @@ fn a_row_gives_the_same_bits_in_any_batch_and_thread_count() {
                 };
                 matmul_with(isa, x, m, &w, y)
             }),
+        ),
+        (
+            "f32 packed",
+            Box::new(|isa, x, m, y| float::matmul_float_packed(isa, x, m, &packed_f32, y)),
         ),
         (
             "f16 int16",

@@ -7,7 +7,8 @@
 //!   activations kept on the GPU. `GpuBackend::whole_forward` offers it to `Model`, which
 //!   then runs every BERT batch that way (a packed batch is one submission) and never fills
 //!   the per-op weight cache.
-//! - [`select_backend`] picks GPU or CPU from `QUIVER_BACKEND` for the server.
+//! - [`select_backend`] picks GPU or CPU from `QUIVER_BACKEND` for the server, and
+//!   [`select_backend_for_command`] the same for `quiver embed` and `quiver bench`.
 //!
 //! Some shaders have a faster variant chosen when the device is opened ([`Variants`]): F16
 //! weights read as `f16` where the adapter has `SHADER_F16`, and Q8_0 matmuls on int8
@@ -76,6 +77,20 @@ pub fn select_backend() -> (Arc<dyn Backend>, String) {
         Err(why) => return (Arc::new(Cpu::new()), format!("backend: cpu ({why})")),
     };
     select(choice, env_flag("QUIVER_GPU_ALLOW_CPU_ADAPTER"))
+}
+
+/// [`select_backend`] for the one-shot commands (`quiver embed`, `quiver bench`): the server's
+/// choice, with its line on stderr whenever `QUIVER_BACKEND` is set or a GPU is used, so that
+/// `QUIVER_BACKEND=gpu` on a machine without a GPU says it runs on the CPU, and why, as
+/// `quiver serve` does, instead of doing so silently. Unset on a machine without a GPU: the
+/// CPU, and nothing said (stdout carries the command's output either way).
+pub fn select_backend_for_command() -> Arc<dyn Backend> {
+    let (backend, line) = select_backend();
+    let asked = std::env::var("QUIVER_BACKEND").is_ok_and(|v| !v.trim().is_empty());
+    if asked || backend.name() != "cpu" {
+        eprintln!("{line}");
+    }
+    backend
 }
 
 /// [`select_backend`] with the environment already read.
