@@ -1,12 +1,15 @@
 //! Tokenizers built from a GGUF file's `tokenizer.ggml.*` metadata, behind one trait.
 
 pub mod bpe;
+mod charsmap;
 mod normalize;
 pub mod spm;
+pub mod ugm;
 mod wordpiece;
 
 pub use bpe::BytePairEncoding;
 pub use spm::SentencePieceBpe;
+pub use ugm::Unigram;
 pub use wordpiece::WordPiece;
 
 use crate::gguf::Gguf;
@@ -62,6 +65,7 @@ pub fn from_gguf(g: &Gguf) -> Result<Box<dyn Tokenizer>, TokenizerError> {
         "bert" => Ok(Box::new(WordPiece::from_gguf(g)?)),
         "gpt2" => Ok(Box::new(BytePairEncoding::from_gguf(g)?)),
         "llama" => Ok(Box::new(SentencePieceBpe::from_gguf(g)?)),
+        "t5" => Ok(Box::new(Unigram::from_gguf(g)?)),
         other => Err(TokenizerError::Unsupported(other.to_string())),
     }
 }

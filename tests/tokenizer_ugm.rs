@@ -1,0 +1,64 @@
+//! The SentencePiece Unigram tokenizer (`t5`) on the real XLM-R vocabulary (250048 tokens and
+//! its precompiled charsmap, in fixtures/tiny-xlmr-bert.gguf) against llama.cpp's ids:
+//! the 21 reference inputs (fixtures/new-archs-llamacpp.json) and a battery of normalisation,
+//! whitespace, script, unknown-character and special-token cases
+//! (fixtures/ugm-battery-llamacpp.json, which says how it was made).
+
+mod common;
+
+use common::{fixture, read_json, u32s};
+use quiver::gguf::GgufFile;
+use quiver::tokenizer::{self, Tokenizer};
+use std::sync::OnceLock;
+
+fn xlmr() -> &'static dyn Tokenizer {
+    static T: OnceLock<Box<dyn Tokenizer>> = OnceLock::new();
+    T.get_or_init(|| {
+        let file = GgufFile::open(&fixture("tiny-xlmr-bert.gguf")).expect("fixture");
+        tokenizer::from_gguf(&file.header).expect("t5 tokenizer")
+    })
+    .as_ref()
+}
+
+/// Compares every case, reporting all mismatches at once.
+fn check(cases: &[serde_json::Value], what: &str) {
+    assert!(!cases.is_empty(), "{what}: no cases");
+    let t = xlmr();
+    let mut bad = Vec::new();
+    for c in cases {
+        let input = c["input"].as_str().expect("input");
+        let want = u32s(&c["ids"]);
+        let got = t.encode(input);
+        if got != want {
+            bad.push(format!("{input:?}\n  want {want:?}\n  got  {got:?}"));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{what}: {} of {} differ:\n{}",
+        bad.len(),
+        cases.len(),
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn reference_inputs_match_llama_cpp() {
+    let j = read_json("new-archs-llamacpp.json");
+    check(
+        j["tokenizers"]["xlmr"]["results"].as_array().unwrap(),
+        "tokenizers.xlmr",
+    );
+    let model = j["models"]["tiny-xlmr-bert"]["results"].as_array().unwrap();
+    assert_eq!(model.len(), 21);
+    check(model, "tiny-xlmr-bert");
+}
+
+#[test]
+fn vocabulary_and_special_ends() {
+    let t = xlmr();
+    assert_eq!(t.vocab_size(), 250048);
+    assert_eq!(t.prefix(), [0]); // <s>
+    assert_eq!(t.suffix(), [2]); // </s>
+    assert_eq!(t.encode(""), [0, 2]);
+}
