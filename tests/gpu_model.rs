@@ -127,6 +127,27 @@ mod gpu {
         let file = Arc::new(open());
         assert!(gpu.whole_forward(&file, "llama").is_none());
         assert!(gpu.whole_forward(&file, "nomic-bert").is_none());
+        assert!(gpu.whole_forward(&file, "nomic-bert-moe").is_none());
+        assert!(gpu.whole_forward(&file, "jina-bert-v2").is_none());
+    }
+
+    /// The BERT-family encoders other than `bert` (RoPE, ALiBi, fused QKV, gated FFNs) are not
+    /// offered the whole path: they run op by op, ops the GPU lacks on the CPU, with the CPU's
+    /// vectors.
+    #[test]
+    fn new_bert_family_archs_run_op_by_op_with_the_cpu_vectors() {
+        let Some(gpu) = backend() else { return };
+        for name in ["tiny-nomic-bert.gguf", "tiny-jina-bert-v2.gguf"] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fixtures")
+                .join(name);
+            let model = Model::load(GgufFile::open(&path).unwrap(), gpu.clone()).unwrap();
+            assert_eq!(model.forward_path(), ForwardPath::PerOp, "{name}");
+            let cpu = Model::load(GgufFile::open(&path).unwrap(), Arc::new(Cpu::new())).unwrap();
+            let got = model.embed_tokens(&seqs()).unwrap();
+            assert_eq!(model.forward_path(), ForwardPath::PerOp, "{name}");
+            assert_same(name, &got, &cpu.embed_tokens(&seqs()).unwrap(), 0.9999);
+        }
     }
 
     #[test]

@@ -68,6 +68,13 @@ pub fn add(x: &mut [f32], y: &[f32]) {
     }
 }
 
+/// x ← x · y, element by element (a gated FFN's product of its two halves).
+pub fn mul(x: &mut [f32], y: &[f32]) {
+    for (a, &b) in x.iter_mut().zip(y) {
+        *a *= b;
+    }
+}
+
 /// erf(x) with max error ~1e-7 (Abramowitz–Stegun 7.1.26 is too coarse for golden tests, so
 /// this evaluates in f64 with the W. J. Cody style rational approximation via libm-free series).
 pub fn erf(x: f32) -> f32 {

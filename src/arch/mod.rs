@@ -2,6 +2,7 @@
 //! against [`Backend`]. One file per architecture.
 
 pub mod bert;
+pub mod bert_table;
 pub mod llama;
 pub mod llama_table;
 
@@ -81,7 +82,7 @@ pub fn load(file: Arc<GgufFile>) -> Result<Box<dyn Architecture>, LoadError> {
         .architecture()
         .ok_or(LoadError::MissingKey("general.architecture".into()))?;
     match arch {
-        "bert" => Ok(Box::new(bert::Bert::load(file)?)),
+        a if bert_table::spec(a).is_some() => Ok(Box::new(bert::Bert::load(file.clone())?)),
         "llama" | "qwen2" | "qwen3" | "mistral" => {
             Ok(Box::new(llama::Llama::load(file.clone(), arch)?))
         }

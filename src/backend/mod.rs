@@ -71,6 +71,16 @@ pub trait Backend: Send + Sync {
     /// gate = silu(gate) · up, in place.
     fn silu_mul(&self, gate: &mut [f32], up: &[f32]);
 
+    /// gate = gelu(gate) · up, in place (GEGLU). By default [`Backend::gelu`], then a product
+    /// on the host.
+    fn gelu_mul(&self, gate: &mut [f32], up: &[f32]) {
+        self.gelu(gate);
+        const CHUNK: usize = 4096;
+        gate.par_chunks_mut(CHUNK)
+            .zip(up.par_chunks(CHUNK))
+            .for_each(|(g, u)| quiver_kernels::ops::mul(g, u));
+    }
+
     /// Softmax attention over packed sequences (`seqs` are token ranges) under `mask`; see
     /// `quiver_kernels::attention::attention_masked` for the layout.
     #[allow(clippy::too_many_arguments)]
