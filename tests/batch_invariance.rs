@@ -38,7 +38,36 @@ const MODELS: &[(&str, Loader)] = &[
     ("tiny llama Q4_K", || tiny_llama(DType::Q4_K)),
     ("tiny llama Q6_K", || tiny_llama(DType::Q6_K)),
     ("SmolLM2 Q4_1", smollm2),
+    ("tiny nomic-bert (RoPE, SwiGLU)", || {
+        load_path(&fixture("tiny-nomic-bert.gguf"))
+    }),
+    ("tiny nomic-bert-moe (mixture of experts)", || {
+        load_path(&fixture("tiny-nomic-bert-moe.gguf"))
+    }),
+    ("tiny jina-bert-v2 (ALiBi, GEGLU)", || {
+        load_path(&fixture("tiny-jina-bert-v2.gguf"))
+    }),
+    ("tiny bert + XLM-R Unigram", || {
+        load_path(&fixture("tiny-xlmr-bert.gguf"))
+    }),
+    ("multilingual-e5-small Q4_0", || {
+        load_path(&fetched("multilingual-e5-small-q4_0.gguf"))
+    }),
+    ("tiny gemma-embedding (sliding window)", || {
+        load_path(&fetched("tiny-gemma-embedding.gguf"))
+    }),
+    (
+        "Gemma-3-270M as gemma-embedding (Q5_0, Q4_K, Q6_K, Q8_0)",
+        || load_path(&fetched("gemma-embedding-from-gemma3-270m-q4_k_m.gguf")),
+    ),
 ];
+
+/// A model a script in scripts/ fetches into target/models/ (absent: the row says so).
+fn fetched(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/models")
+        .join(name)
+}
 
 /// Short texts (1–5 tokens: the few-rows paths of the matrix products), a medium one and a
 /// long one (hundreds of tokens in the character-level tiny vocabulary).
