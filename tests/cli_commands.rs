@@ -183,7 +183,7 @@ fn embed_honours_quiver_backend() {
     let gpu = run(&[("QUIVER_BACKEND", "gpu")]);
     if stderr(&gpu).contains("backend: gpu on ") {
         let c = cosine(&embeddings(&gpu)[0], &embeddings(&default)[0]);
-        assert!(c > 0.9999, "GPU against CPU: cosine {c}");
+        assert!(c >= 0.9999, "GPU against CPU: cosine {c}");
     } else {
         assert!(stderr(&gpu).contains("backend: cpu ("), "{}", stderr(&gpu));
         assert_eq!(embeddings(&gpu), embeddings(&default));
@@ -245,6 +245,14 @@ fn model_rows(out: &str) -> HashMap<String, String> {
         .collect()
 }
 
+fn assert_row(rows: &HashMap<String, String>, key: &str, want: &str) {
+    assert_eq!(
+        rows.get(key).map(String::as_str),
+        Some(want),
+        "{key}: {rows:?}"
+    );
+}
+
 #[test]
 fn show_names_pooling_tokenizer_and_lengths() {
     let dir = TempDir::new("show-facts");
@@ -258,7 +266,7 @@ fn show_names_pooling_tokenizer_and_lengths() {
         ("context length", "512"),
         ("embedding length", "384"),
     ] {
-        assert_eq!(rows.get(k).map(String::as_str), Some(v), "{k}: {rows:?}");
+        assert_row(&rows, k, v);
     }
     // The file's own key, shown as it is (the converter writes one even for WordPiece).
     let file = quiver::gguf::GgufFile::open(Path::new(F16)).unwrap();
@@ -283,7 +291,7 @@ fn show_names_pooling_tokenizer_and_lengths() {
         ("embedding length", "256"),
         ("quantization", "unknown"),
     ] {
-        assert_eq!(rows.get(k).map(String::as_str), Some(v), "{k}: {rows:?}");
+        assert_row(&rows, k, v);
     }
 }
 
