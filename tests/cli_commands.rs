@@ -190,6 +190,45 @@ fn embed_honours_quiver_backend() {
     }
 }
 
+/// `quiver bench` loads its library-path model through the same choice, and says so.
+#[test]
+fn bench_honours_quiver_backend() {
+    let dir = TempDir::new("bench-backend");
+    let args = [
+        "bench",
+        "--model",
+        F16,
+        "--threads",
+        "1",
+        "--batch",
+        "1",
+        "--passage-batch",
+        "1",
+        "--reps",
+        "1",
+        "--min-queries",
+        "1",
+        "--min-passages",
+        "1",
+    ];
+    let no_driver = [
+        ("QUIVER_BACKEND", "gpu"),
+        ("VK_ICD_FILENAMES", "/nonexistent.json"),
+        ("VK_DRIVER_FILES", "/nonexistent.json"),
+    ];
+    for (env, want) in [
+        (
+            &[("QUIVER_BACKEND", "cpu")][..],
+            "backend: cpu (QUIVER_BACKEND=cpu)",
+        ),
+        (&no_driver[..], "backend: cpu ("),
+    ] {
+        let o = quiver_env(&dir.0, &args, None, env);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{env:?}: {}", stderr(&o));
+    }
+}
+
 #[test]
 fn embed_reads_stdin_lines_and_accepts_a_gguf_path() {
     let dir = TempDir::new("stdin");
