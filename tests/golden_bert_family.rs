@@ -15,7 +15,7 @@ use quiver::embed::{self, pool};
 use quiver::gguf::writer::GgufWriter;
 use quiver::gguf::{GgufFile, Value};
 use quiver::model::{Model, ModelError};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const MIN_COS: f64 = 0.999;
@@ -43,7 +43,7 @@ fn cases(model: &str) -> Vec<Case> {
         .collect()
 }
 
-fn open(path: &PathBuf) -> Arc<GgufFile> {
+fn open(path: &Path) -> Arc<GgufFile> {
     Arc::new(GgufFile::open(path).expect("fixture opens"))
 }
 

@@ -44,7 +44,9 @@ pub struct Linear {
     pub b: Option<Vec<f32>>,
 }
 
-/// The attention's input projections.
+/// The attention's input projections. (One per layer, made once at load: the size difference
+/// between the variants costs nothing.)
+#[allow(clippy::large_enum_variant)]
 pub enum QkvWeights {
     Separate {
         q: Linear,
@@ -179,7 +181,7 @@ impl Bert {
         }
         let head_dim = n_embd / n_head;
         let n_rot = l.usize_or("rope.dimension_count", head_dim);
-        if spec.positions == Positions::RopeNeox && (n_rot % 2 != 0 || n_rot > head_dim) {
+        if spec.positions == Positions::RopeNeox && (!n_rot.is_multiple_of(2) || n_rot > head_dim) {
             return Err(LoadError::Invalid(format!(
                 "rope.dimension_count {n_rot} does not fit head size {head_dim}"
             )));
@@ -212,17 +214,13 @@ impl Bert {
             Positions::Learned => Some(l.tensor("position_embd.weight", &[d, config.n_ctx])?),
             Positions::RopeNeox | Positions::Alibi => None,
         };
-        let token_type0 = match (
-            spec.token_types,
-            file.header.tensor_info("token_types.weight"),
-        ) {
+        // Any number of type rows (1 in XLM-R files, 2 in BERT's); only row 0 is used.
+        let types = file.header.tensor_info("token_types.weight");
+        let token_type0 = match (spec.token_types, types) {
             (Presence::Absent, _) | (Presence::Optional, None) => None,
-            _ => {
-                let rows = file
-                    .header
-                    .tensor_info("token_types.weight")
-                    .map_or(0, |t| t.shape[1]);
-                let t = l.tensor("token_types.weight", &[d, rows.max(1)])?;
+            (_, None) => return Err(LoadError::MissingTensor("token_types.weight".into())),
+            (_, Some(t)) => {
+                let t = l.tensor("token_types.weight", &[d, t.shape[1].max(1)])?;
                 let mut row0 = vec![0.0; d];
                 view(&file, &t).dequantize_row(0, &mut row0);
                 Some(row0)
@@ -269,6 +267,7 @@ impl Bert {
                 },
                 Qkv::Fused => QkvWeights::Fused(linear("attn_qkv", 3 * d, d, spec.attn_bias)?),
             };
+            // llama.cpp's rule: with experts every 2 layers, layers 1, 3, … hold them.
             let is_moe = experts.is_some_and(|(every, ..)| i % every == 1);
             let ffn = match (spec.ffn, experts) {
                 (_, Some((_, n_expert, n_used))) if is_moe => FeedForward::Moe(Experts {
@@ -549,8 +548,7 @@ fn split_halves(x: &[f32], half: usize, a: &mut [f32], b: &mut [f32]) {
 /// as it is (not renormalised over the chosen ones), as llama.cpp does. The tokens of one
 /// expert are gathered into one matrix so that each expert is one product, then scattered back.
 fn moe(be: &dyn Backend, file: &GgufFile, e: &Experts, x: &[f32], n: usize, out: &mut [f32]) {
-    let d = x.len() / n.max(1);
-    let ne = e.n_expert;
+    let (d, ff, ne) = (e.up.shape[0], e.up.shape[1], e.n_expert);
     let mut probs = vec![0.0f32; n * ne];
     be.linear(x, n, &view(file, &e.router), None, &mut probs);
 
@@ -569,7 +567,6 @@ fn moe(be: &dyn Backend, file: &GgufFile, e: &Experts, x: &[f32], n: usize, out:
     }
 
     out[..n * d].fill(0.0);
-    let ff = e.up.shape[1];
     let (up_all, down_all) = (view(file, &e.up), view(file, &e.down));
     let (mut xs, mut h, mut ys) = (Vec::new(), Vec::new(), Vec::new());
     for (ex, tokens) in routed.iter().enumerate() {
