@@ -93,3 +93,62 @@ fn tables_outside_the_layers_are_not_packed_and_f32_stays_f32() {
         }
     }
 }
+
+/// A 3-D stack of experts (nomic-bert-moe's `ffn_up_exps`) is packed matrix by matrix: a
+/// product with expert e's slab takes a packed copy and gives, bit for bit, the product with
+/// the same bytes stored as a 2-D matrix of its own.
+#[test]
+fn each_expert_of_a_stack_is_packed_and_multiplies_as_its_own_matrix() {
+    let zoo = quant_zoo();
+    let q = zoo.tensor("Q8_0.q").unwrap().data.to_vec();
+    // The zoo's 4×512 tensor read as 2 experts of 2 rows of 512.
+    let (k, n, n_expert) = (512, 2, 2);
+    let slab = q.len() / n_expert;
+    let mut w = GgufWriter::new().tensor(
+        "blk.0.ffn_up_exps.weight",
+        DType::Q8_0,
+        &[k, n, n_expert],
+        q.clone(),
+    );
+    for e in 0..n_expert {
+        w = w.tensor(
+            &format!("blk.1.expert{e}.weight"),
+            DType::Q8_0,
+            &[k, n],
+            q[e * slab..(e + 1) * slab].to_vec(),
+        );
+    }
+    let file = Arc::new(gguf_from_bytes(&w.to_bytes()));
+    let (stacked, alone) = (Cpu::new(), Cpu::new());
+    stacked.prepare(&file);
+    // Only the stack is packed on `stacked`: its packed bytes are those of every expert.
+    let single = Arc::new(gguf_from_bytes(
+        &GgufWriter::new()
+            .tensor("blk.0.one.weight", DType::Q8_0, &[k, n], q[..slab].to_vec())
+            .to_bytes(),
+    ));
+    alone.prepare(&single);
+    assert_eq!(
+        stacked.packed_bytes(),
+        (n_expert + n_expert) * alone.packed_bytes()
+    );
+    let stack = file.tensor("blk.0.ffn_up_exps.weight").unwrap();
+    let m = 3;
+    let x: Vec<f32> = (0..m * k)
+        .map(|i| ((i * 29 % 97) as f32 - 48.0) / 24.0)
+        .collect();
+    for e in 0..n_expert {
+        let view = quiver::tensor::TensorView {
+            dtype: DType::Q8_0,
+            shape: [k, n, 1, 1],
+            n_dims: 2,
+            data: &stack.data[e * slab..(e + 1) * slab],
+        };
+        let own = file.tensor(&format!("blk.1.expert{e}.weight")).unwrap();
+        let (mut y, mut want) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
+        stacked.linear(&x, m, &view, None, &mut y);
+        stacked.linear(&x, m, &own, None, &mut want);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&y), bits(&want), "expert {e}");
+    }
+}

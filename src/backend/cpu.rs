@@ -83,56 +83,85 @@ impl Packed {
     }
 }
 
-/// Packs the matrices of the repeating layers (`blk.N.*.weight`, 2-D): the embedding tables
-/// are only read a row at a time and stay in the file.
+/// Packs the matrices of the repeating layers (`blk.N.*.weight`: 2-D, and 3-D stacks of
+/// experts matrix by matrix): the embedding tables are only read a row at a time and stay in
+/// the file.
 fn pack_layers(file: &Arc<GgufFile>) -> Packed {
     let mut by_addr = HashMap::new();
     // Widening K-quants to 16 bits costs ~3.5× their file size: beyond this budget (a
     // multi-GB model) the rest stay in the file and are dequantised per call instead.
     let mut widen_budget: usize = WIDEN_BUDGET_BYTES;
     for t in &file.header.tensors {
-        if !t.name.starts_with("blk.") || !t.name.ends_with(".weight") || t.n_dims != 2 {
+        if !t.name.starts_with("blk.")
+            || !t.name.ends_with(".weight")
+            || !(2..=3).contains(&t.n_dims)
+        {
             continue;
         }
-        let (k, n) = (t.shape[0], t.shape[1]);
+        // A 3-D tensor is a stack of matrices (a mixture's experts): each packed on its own,
+        // keyed by its slab's address, as the architecture slices it.
+        let (k, n, n_mat) = (t.shape[0], t.shape[1], t.shape[2].max(1));
         let data = &file.bytes()[t.offset..t.offset + t.len];
-        let packed = match weight_format(t.dtype) {
-            Some(format) if format.row_bytes(k).map(|r| r * n) != Some(data.len()) => continue,
-            // Exact f32, in the panels its tiles read: packing them on every call cost 5× a
-            // one-row product.
-            Some(WeightFormat::Float(FloatFormat::F32)) => {
-                PackedWeight::F32(PackedF32::pack(FloatFormat::F32, data, n, k))
-            }
-            Some(WeightFormat::Float(f)) if k >= 2 => {
-                PackedWeight::Int16(PackedI16::pack(f, data, n, k))
-            }
-            Some(WeightFormat::Float(_)) => continue,
-            Some(quant) => PackedWeight::Quant(PackedQuant::pack(quant, data, n, k)),
-            // No kernel of its own (K-quants, Q5_x): dequantised once here and packed as
-            // 13-bit integers, instead of dequantising the whole matrix on every call.
-            None => {
-                let widened = n * k * 2;
-                if k < 2
-                    || t.dtype.bytes_for((n * k) as u64) != Some(data.len() as u64)
-                    || widened > widen_budget
-                {
-                    continue;
-                }
-                widen_budget -= widened;
-                let mut wf = vec![0.0f32; n * k];
-                crate::tensor::dequantize(t.dtype, data, &mut wf);
-                let bytes: &[u8] = bytemuck::cast_slice(&wf);
-                PackedWeight::Int16(PackedI16::pack(FloatFormat::F32, bytes, n, k))
-            }
-        };
-        by_addr.insert(data.as_ptr() as usize, packed);
-        // The file's copy is not read again on this backend: let its pages go.
-        file.release_pages(t.offset..t.offset + t.len);
+        if data.len() % n_mat != 0 {
+            continue;
+        }
+        let mut packed_any = false;
+        for slab in data.chunks_exact(data.len() / n_mat) {
+            let Some(packed) = pack_matrix(t.dtype, slab, n, k, &mut widen_budget) else {
+                continue;
+            };
+            by_addr.insert(slab.as_ptr() as usize, packed);
+            packed_any = true;
+        }
+        if packed_any {
+            // The file's copy is not read again on this backend: let its pages go.
+            file.release_pages(t.offset..t.offset + t.len);
+        }
     }
     Packed {
         _file: file.clone(),
         by_addr,
     }
+}
+
+/// One matrix of `n` rows of `k` values in `dtype`, packed for its kernel; None where it stays
+/// in the file (no packed path, a size that does not match, or past the widening budget).
+fn pack_matrix(
+    dtype: DType,
+    data: &[u8],
+    n: usize,
+    k: usize,
+    widen_budget: &mut usize,
+) -> Option<PackedWeight> {
+    Some(match weight_format(dtype) {
+        Some(format) if format.row_bytes(k).map(|r| r * n) != Some(data.len()) => return None,
+        // Exact f32, in the panels its tiles read: packing them on every call cost 5× a
+        // one-row product.
+        Some(WeightFormat::Float(FloatFormat::F32)) => {
+            PackedWeight::F32(PackedF32::pack(FloatFormat::F32, data, n, k))
+        }
+        Some(WeightFormat::Float(f)) if k >= 2 => {
+            PackedWeight::Int16(PackedI16::pack(f, data, n, k))
+        }
+        Some(WeightFormat::Float(_)) => return None,
+        Some(quant) => PackedWeight::Quant(PackedQuant::pack(quant, data, n, k)),
+        // No kernel of its own (K-quants, Q5_x): dequantised once here and packed as
+        // 13-bit integers, instead of dequantising the whole matrix on every call.
+        None => {
+            let widened = n * k * 2;
+            if k < 2
+                || dtype.bytes_for((n * k) as u64) != Some(data.len() as u64)
+                || widened > *widen_budget
+            {
+                return None;
+            }
+            *widen_budget -= widened;
+            let mut wf = vec![0.0f32; n * k];
+            crate::tensor::dequantize(dtype, data, &mut wf);
+            let bytes: &[u8] = bytemuck::cast_slice(&wf);
+            PackedWeight::Int16(PackedI16::pack(FloatFormat::F32, bytes, n, k))
+        }
+    })
 }
 
 /// Heap bytes that widening kernel-less formats to 16 bits may take per model.
