@@ -2,6 +2,7 @@
 //! against [`Backend`]. One file per architecture.
 
 pub mod bert;
+pub mod gemma;
 pub mod llama;
 pub mod llama_table;
 
@@ -43,6 +44,9 @@ pub trait Architecture: Send + Sync {
     fn pooling(&self) -> Pooling;
     /// Hidden states of every token of the batch, `tokens.len() × hidden_size()`.
     fn forward(&self, backend: &dyn Backend, batch: &Batch) -> Vec<f32>;
+    /// Maps each pooled vector to the embedding, in place and keeping its width
+    /// (gemma-embedding's dense projections). By default the pooled vector is the embedding.
+    fn project(&self, _backend: &dyn Backend, _pooled: &mut [Vec<f32>]) {}
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +86,7 @@ pub fn load(file: Arc<GgufFile>) -> Result<Box<dyn Architecture>, LoadError> {
         .ok_or(LoadError::MissingKey("general.architecture".into()))?;
     match arch {
         "bert" => Ok(Box::new(bert::Bert::load(file)?)),
+        gemma::ARCH => Ok(Box::new(gemma::Gemma::load(file)?)),
         "llama" | "qwen2" | "qwen3" | "mistral" => {
             Ok(Box::new(llama::Llama::load(file.clone(), arch)?))
         }
