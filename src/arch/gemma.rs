@@ -7,6 +7,7 @@
 //! with the tanh GELU; most layers attend only within a symmetric sliding window, with their
 //! own RoPE base; and the pooled vector goes through `dense_2` then `dense_3`.
 
+use super::decoder::{gqa_heads, DecoderState, Widths};
 use super::{view, Architecture, Batch, LoadError, Loader};
 use crate::backend::{AttnShape, Backend, LinearOut, Mask};
 use crate::embed::Pooling;
@@ -74,38 +75,7 @@ pub struct Gemma {
     /// file without them.
     dense: Vec<TensorInfo>,
     /// Reused by one forward pass at a time; a concurrent pass makes its own.
-    state: Mutex<RunState>,
-}
-
-/// Activation buffers of one forward pass, kept between passes.
-#[derive(Default)]
-struct RunState {
-    h: Vec<f32>,
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
-    attn: Vec<f32>,
-    proj: Vec<f32>,
-    gate: Vec<f32>,
-    up: Vec<f32>,
-}
-
-impl RunState {
-    fn fit(&mut self, n: usize, c: &Config) {
-        let (qd, kvd) = (c.n_head * c.head_dim, c.n_head_kv * c.head_dim);
-        for (b, width) in [
-            (&mut self.h, c.n_embd),
-            (&mut self.q, qd),
-            (&mut self.k, kvd),
-            (&mut self.v, kvd),
-            (&mut self.attn, qd),
-            (&mut self.proj, c.n_embd),
-            (&mut self.gate, c.n_ff),
-            (&mut self.up, c.n_ff),
-        ] {
-            b.resize(n * width, 0.0);
-        }
-    }
+    state: Mutex<DecoderState>,
 }
 
 /// The names the dense projections go by: llama.cpp's converter writes `dense_2`/`dense_3`
@@ -119,13 +89,7 @@ impl Gemma {
             arch: ARCH,
         };
         let n_embd = l.usize("embedding_length")?;
-        let n_head = l.usize("attention.head_count")?;
-        let n_head_kv = l.usize_or("attention.head_count_kv", n_head);
-        if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 {
-            return Err(LoadError::Invalid(format!(
-                "{n_head} query heads cannot share {n_head_kv} KV heads"
-            )));
-        }
+        let (n_head, n_head_kv) = gqa_heads(&l)?;
         // Gemma's heads are not n_embd / n_head wide (256 × 4 heads over a width of 640).
         let head_dim = l.usize("attention.key_length")?;
         if head_dim == 0 || !head_dim.is_multiple_of(2) {
@@ -307,13 +271,7 @@ impl Architecture for Gemma {
             tok.dequantize_row(t as usize, row);
             row.iter_mut().for_each(|v| *v *= scale);
         }
-        // Positions restart at 0 in every sequence.
-        let mut positions = vec![0usize; n];
-        for seq in &batch.seqs {
-            for (p, t) in seq.clone().enumerate() {
-                positions[t] = p;
-            }
-        }
+        let positions = batch.positions();
         let (rope_global, rope_local) = (self.rope(c.freq_base), self.rope(c.freq_base_swa));
         let shape = AttnShape {
             n_head: c.n_head,
@@ -321,11 +279,19 @@ impl Architecture for Gemma {
             head_dim: hd,
         };
 
-        let mut own = RunState::default();
+        let mut own = DecoderState::default();
         let mut shared = self.state.try_lock().ok();
         let st = shared.as_deref_mut().unwrap_or(&mut own);
-        st.fit(n, c);
-        let RunState {
+        st.fit(
+            n,
+            Widths {
+                n_embd: d,
+                q: qd,
+                kv: kvd,
+                n_ff: c.n_ff,
+            },
+        );
+        let DecoderState {
             h,
             q,
             k,

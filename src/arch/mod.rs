@@ -2,6 +2,7 @@
 //! against [`Backend`]. One file per architecture.
 
 pub mod bert;
+mod decoder;
 pub mod gemma;
 pub mod llama;
 pub mod llama_table;
@@ -30,6 +31,17 @@ impl Batch {
             b.seqs.push(start..b.tokens.len());
         }
         b
+    }
+
+    /// Each token's position within its own sequence (positions restart at 0 in every one).
+    pub fn positions(&self) -> Vec<usize> {
+        let mut positions = vec![0usize; self.tokens.len()];
+        for seq in &self.seqs {
+            for (p, t) in seq.clone().enumerate() {
+                positions[t] = p;
+            }
+        }
+        positions
     }
 }
 
