@@ -352,3 +352,52 @@ fn malformed_gemma_files_are_load_errors() {
     }
     old.load().expect("dense.0 / dense.1");
 }
+
+/// How much each token's hidden state moves when the token at `changed` is replaced.
+fn state_change(t: Tiny, changed: usize) -> Vec<f32> {
+    let a = arch::load(Arc::new(t.file())).expect("valid file");
+    let cpu = Cpu::new();
+    let mut tokens = vec![1u32, 2, 3, 4, 5, 6, 7];
+    let before = a.forward(&cpu, &arch::Batch::new(&[tokens.clone()]));
+    tokens[changed] = 9;
+    let after = a.forward(&cpu, &arch::Batch::new(&[tokens]));
+    before
+        .chunks(E)
+        .zip(after.chunks(E))
+        .map(|(x, y)| {
+            x.iter()
+                .zip(y)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max)
+        })
+        .collect()
+}
+
+#[test]
+fn local_layers_see_a_symmetric_window_global_ones_everything() {
+    let pattern = |local: bool| {
+        Value::Array(
+            ValueType::Bool,
+            vec![Value::Bool(local), Value::Bool(local)],
+        )
+    };
+    // Two local layers with a window of 2 (|i−j| ≤ 1): token 0 sees as far as token 2, and
+    // token 6 back to token 4; changing token 4 reaches tokens 2..=6 only, on both sides.
+    let local = state_change(
+        tiny().set("attention.sliding_window_pattern", pattern(true)),
+        4,
+    );
+    for (i, &d) in local.iter().enumerate() {
+        if (2..=6).contains(&i) {
+            assert!(d > 1e-4, "token {i} did not see the change two steps away");
+        } else {
+            assert_eq!(d, 0.0, "token {i} saw past its window");
+        }
+    }
+    // Global (bidirectional, not causal) layers: every token, before and after, sees it.
+    let global = state_change(
+        tiny().set("attention.sliding_window_pattern", pattern(false)),
+        4,
+    );
+    assert!(global.iter().all(|&d| d > 1e-4), "{global:?}");
+}
