@@ -338,11 +338,12 @@ impl Model {
             }
         }
         let batch = Batch::new(seqs);
-        let vectors = if batch.tokens.is_empty() {
+        let mut vectors = if batch.tokens.is_empty() {
             embed::pool(&[], self.arch.hidden_size(), &batch.seqs, pooling)
         } else {
             self.pooled(&batch, pooling)
         };
+        self.arch.project(&*self.backend, &mut vectors);
         if vectors.iter().flatten().any(|v| !v.is_finite()) {
             return Err(EmbedError::NotFinite);
         }

@@ -12,6 +12,7 @@ use quiver::backend::cpu::Cpu;
 use quiver::embed::Pooling;
 use quiver::gguf::writer::GgufWriter;
 use quiver::gguf::{GgufFile, Value};
+use quiver::model::Model;
 use quiver::tensor::DType;
 use std::sync::Arc;
 
@@ -595,4 +596,80 @@ fn missing_tensors_and_bad_heads_are_typed_errors() {
         arch::load(open(bytes)),
         Err(LoadError::Invalid(_))
     ));
+}
+
+/// A byte-level BPE vocabulary of `n` tokens for the tiny models: the 26 letters, `Ġ` (a space),
+/// a few merges, `<|endoftext|>` as the last token, unused fillers between.
+fn gpt2_tokenizer(n: usize, add_eos: bool) -> Vec<(String, Value)> {
+    let mut tokens: Vec<String> = ('a'..='z').map(String::from).collect();
+    tokens.push("Ġ".into());
+    let merges = ["h e", "l l", "he ll", "Ġ w", "o r"];
+    for m in merges {
+        tokens.push(m.replace(' ', ""));
+    }
+    while tokens.len() < n - 1 {
+        tokens.push(format!("<unused{}>", tokens.len()));
+    }
+    tokens.push("<|endoftext|>".into());
+    let strings = |v: Vec<String>| {
+        Value::Array(
+            quiver::gguf::ValueType::String,
+            v.into_iter().map(Value::String).collect(),
+        )
+    };
+    vec![
+        ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
+        ("tokenizer.ggml.pre".into(), Value::String("qwen2".into())),
+        ("tokenizer.ggml.tokens".into(), strings(tokens)),
+        (
+            "tokenizer.ggml.merges".into(),
+            strings(merges.iter().map(|m| m.to_string()).collect()),
+        ),
+        (
+            "tokenizer.ggml.eos_token_id".into(),
+            Value::U32(n as u32 - 1),
+        ),
+        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
+        ("tokenizer.ggml.add_eos_token".into(), Value::Bool(add_eos)),
+    ]
+}
+
+/// Qwen3-Embedding: last-token pooling over a sequence that the tokenizer ends with EOS, as
+/// the file's `add_eos_token` asks. The pooled vector is the EOS token's hidden state.
+#[test]
+fn qwen3_last_pooling_ends_with_eos_and_pools_its_state() {
+    let s = Spec {
+        pooling_type: Some(3),
+        ..QWEN3
+    };
+    let eos = s.n_vocab as u32 - 1;
+    let (bytes, w) = make_with(s, 11, None, gpt2_tokenizer(s.n_vocab, true));
+    let model = Model::load(gguf_from_bytes(&bytes), Arc::new(Cpu::new())).expect("load");
+    assert_eq!(model.info.pooling, Pooling::Last);
+    let ids = model.tokenize("hello world");
+    assert_eq!(ids.last(), Some(&eos), "no EOS at the end of {ids:?}");
+    assert_eq!(ids.iter().filter(|&&t| t == eos).count(), 1);
+    // h e l l o: "he" and "ll" merge, then "hell"; then "Ġw" "or" "l" "d".
+    assert_eq!(
+        &ids[..ids.len() - 1],
+        &[29, 14, 30, 31, 11, 3],
+        "the merges ran"
+    );
+
+    // A batch of two: each pooled vector is its own sequence's last (EOS) state.
+    let other = model.tokenize("word");
+    let got = model.embed_tokens(&[&ids, &other]).expect("embed");
+    for (seq, got) in [&ids, &other].into_iter().zip(&got) {
+        let states = reference(&s, &w, seq);
+        let c = cosine(got, states.last().unwrap());
+        assert!(c >= 0.9999, "pooled vs the EOS state: cosine {c}");
+        // and not merely any state: the one before EOS differs
+        let before = &states[states.len() - 2];
+        assert!(cosine(got, before) < 0.999, "pooled the token before EOS");
+    }
+
+    // Without the flag, no EOS is added.
+    let (bytes, _) = make_with(s, 11, None, gpt2_tokenizer(s.n_vocab, false));
+    let model = Model::load(gguf_from_bytes(&bytes), Arc::new(Cpu::new())).expect("load");
+    assert!(!model.tokenize("hello world").contains(&eos));
 }

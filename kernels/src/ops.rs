@@ -31,6 +31,20 @@ pub fn gelu(x: &mut [f32]) {
     }
 }
 
+/// GELU in the tanh approximation, `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`: the form
+/// Gemma was trained with (and the one llama.cpp's `ggml_gelu` computes for every model).
+pub fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh())
+}
+
+/// `gate[i] = gelu_tanh(gate[i]) * up[i]`: GeGLU's combination (Gemma).
+pub fn gelu_tanh_mul(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = gelu_tanh(*g) * u;
+    }
+}
+
 /// `gate[i] = silu(gate[i]) * up[i]`: SwiGLU's combination.
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     for (g, &u) in gate.iter_mut().zip(up) {
@@ -134,6 +148,23 @@ fn erf64(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gelu_tanh_matches_its_formula_in_f64() {
+        // 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) evaluated in f64.
+        for (x, want) in [
+            (0.0f32, 0.0f64),
+            (1.0, 0.841_191_990_608_276_8),
+            (-3.0, -0.003_637_392_081_772_994),
+            (2.5, 2.484_915_733_910_001),
+        ] {
+            assert!((gelu_tanh(x) as f64 - want).abs() < 1e-6, "gelu_tanh({x})");
+        }
+        let mut gate = vec![1.0f32, -3.0];
+        gelu_tanh_mul(&mut gate, &[2.0, 10.0]);
+        assert!((gate[0] - 2.0 * gelu_tanh(1.0)).abs() < 1e-7);
+        assert!((gate[1] - 10.0 * gelu_tanh(-3.0)).abs() < 1e-7);
+    }
 
     #[test]
     fn erf_matches_known_values() {

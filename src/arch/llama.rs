@@ -3,6 +3,7 @@
 //! RMSNorm. Read it top to bottom: config, weights, then the forward pass. What differs between
 //! the architectures is a row of `llama_table::ARCHS`, not a branch here.
 
+use super::decoder::{gqa_heads, DecoderState, Widths};
 use super::llama_table::{self, ArchSpec, Presence};
 use super::{view, Architecture, Batch, LoadError, Loader};
 use crate::backend::{AttnShape, Backend, LinearOut, Mask};
@@ -59,40 +60,7 @@ pub struct Llama {
     layers: Vec<Layer>,
     output_norm: Vec<f32>,
     /// Reused by one forward pass at a time; a concurrent pass makes its own.
-    state: Mutex<RunState>,
-}
-
-/// Activation buffers of one forward pass, kept between passes (fresh pages cost a fault and
-/// a zeroing each).
-#[derive(Default)]
-struct RunState {
-    h: Vec<f32>,
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
-    attn: Vec<f32>,
-    proj: Vec<f32>,
-    gate: Vec<f32>,
-    up: Vec<f32>,
-}
-
-impl RunState {
-    /// Sizes every buffer for `n` tokens (contents are overwritten before they are read).
-    fn fit(&mut self, n: usize, c: &Config) {
-        let (qd, kvd) = (c.n_head * c.head_dim, c.n_head_kv * c.head_dim);
-        for (b, width) in [
-            (&mut self.h, c.n_embd),
-            (&mut self.q, qd),
-            (&mut self.k, kvd),
-            (&mut self.v, kvd),
-            (&mut self.attn, qd),
-            (&mut self.proj, c.n_embd),
-            (&mut self.gate, c.n_ff),
-            (&mut self.up, c.n_ff),
-        ] {
-            b.resize(n * width, 0.0);
-        }
-    }
+    state: Mutex<DecoderState>,
 }
 
 fn checked(a: usize, b: usize, what: &str) -> Result<usize, LoadError> {
@@ -110,13 +78,7 @@ impl Llama {
             arch: spec.name,
         };
         let n_embd = l.usize("embedding_length")?;
-        let n_head = l.usize("attention.head_count")?;
-        let n_head_kv = l.usize_or("attention.head_count_kv", n_head);
-        if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 {
-            return Err(LoadError::Invalid(format!(
-                "{n_head} query heads cannot share {n_head_kv} KV heads"
-            )));
-        }
+        let (n_head, n_head_kv) = gqa_heads(&l)?;
         let head_dim = match l.usize_or("attention.key_length", 0) {
             0 if n_embd % n_head == 0 => n_embd / n_head,
             0 => {
@@ -270,13 +232,7 @@ impl Architecture for Llama {
         for (row, &t) in x.chunks_exact_mut(d).zip(&batch.tokens) {
             tok.dequantize_row(t as usize, row);
         }
-        // Positions restart at 0 in every sequence.
-        let mut positions = vec![0usize; n];
-        for seq in &batch.seqs {
-            for (p, t) in seq.clone().enumerate() {
-                positions[t] = p;
-            }
-        }
+        let positions = batch.positions();
         let rope = Rope {
             layout: self.spec.rope_layout,
             head_dim: hd,
@@ -291,11 +247,19 @@ impl Architecture for Llama {
             n_head_kv: c.n_head_kv,
             head_dim: hd,
         };
-        let mut own = RunState::default();
+        let mut own = DecoderState::default();
         let mut shared = self.state.try_lock().ok();
         let st = shared.as_deref_mut().unwrap_or(&mut own);
-        st.fit(n, c);
-        let RunState {
+        st.fit(
+            n,
+            Widths {
+                n_embd: d,
+                q: qd,
+                kv: kvd,
+                n_ff: c.n_ff,
+            },
+        );
+        let DecoderState {
             h,
             q,
             k,

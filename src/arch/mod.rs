@@ -3,6 +3,8 @@
 
 pub mod bert;
 pub mod bert_table;
+mod decoder;
+pub mod gemma;
 pub mod llama;
 pub mod llama_table;
 
@@ -31,6 +33,17 @@ impl Batch {
         }
         b
     }
+
+    /// Each token's position within its own sequence (positions restart at 0 in every one).
+    pub fn positions(&self) -> Vec<usize> {
+        let mut positions = vec![0usize; self.tokens.len()];
+        for seq in &self.seqs {
+            for (p, t) in seq.clone().enumerate() {
+                positions[t] = p;
+            }
+        }
+        positions
+    }
 }
 
 pub trait Architecture: Send + Sync {
@@ -44,6 +57,9 @@ pub trait Architecture: Send + Sync {
     fn pooling(&self) -> Pooling;
     /// Hidden states of every token of the batch, `tokens.len() × hidden_size()`.
     fn forward(&self, backend: &dyn Backend, batch: &Batch) -> Vec<f32>;
+    /// Maps each pooled vector to the embedding, in place and keeping its width
+    /// (gemma-embedding's dense projections). By default the pooled vector is the embedding.
+    fn project(&self, _backend: &dyn Backend, _pooled: &mut [Vec<f32>]) {}
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -83,6 +99,7 @@ pub fn load(file: Arc<GgufFile>) -> Result<Box<dyn Architecture>, LoadError> {
         .ok_or(LoadError::MissingKey("general.architecture".into()))?;
     match arch {
         a if bert_table::spec(a).is_some() => Ok(Box::new(bert::Bert::load(file.clone())?)),
+        gemma::ARCH => Ok(Box::new(gemma::Gemma::load(file)?)),
         "llama" | "qwen2" | "qwen3" | "mistral" => {
             Ok(Box::new(llama::Llama::load(file.clone(), arch)?))
         }

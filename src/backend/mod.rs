@@ -81,6 +81,14 @@ pub trait Backend: Send + Sync {
             .for_each(|(g, u)| quiver_kernels::ops::mul(g, u));
     }
 
+    /// gate = gelu_tanh(gate) · up, in place (GeGLU). By default the scalar kernel on the
+    /// CPU's threads: Gemma's FFN is its only user, and it is a small part of a layer.
+    fn gelu_tanh_mul(&self, gate: &mut [f32], up: &[f32]) {
+        gate.par_chunks_mut(4096)
+            .zip(up.par_chunks(4096))
+            .for_each(|(g, u)| quiver_kernels::ops::gelu_tanh_mul(g, u));
+    }
+
     /// Softmax attention over packed sequences (`seqs` are token ranges) under `mask`; see
     /// `quiver_kernels::attention::attention_masked` for the layout.
     #[allow(clippy::too_many_arguments)]

@@ -1,4 +1,4 @@
-//! SentencePiece BPE (`tokenizer.ggml.model = llama`: Llama 1/2, Mistral, TinyLlama).
+//! SentencePiece BPE (`tokenizer.ggml.model = llama`: Llama 1/2, Mistral, TinyLlama, Gemma-3).
 //!
 //! Spaces become `▁` (with one prepended when `add_space_prefix`, default true), the text starts
 //! as one symbol per character, and the adjacent pair whose concatenation is the highest-scored
