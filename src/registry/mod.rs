@@ -1,0 +1,72 @@
+//! The registry protocol: Docker Registry HTTP API v2 with Ollama's media types, so that
+//! `quiver pull` / `quiver push` (and `/api/pull`, `/api/push`) talk to registry.ollama.ai or
+//! any private distribution registry as Ollama does.
+//!
+//! Pulls stream every blob to `blobs/sha256-<hex>-partial` while hashing it, resume a partial
+//! file with an HTTP `Range` request, and move a blob into place only once its sha256 matches;
+//! the manifest is written last, so an interrupted pull never shows a model to `list` or
+//! `serve`. Everything on disk goes through [`crate::store`].
+
+mod error;
+mod progress;
+mod pull;
+mod push;
+mod transport;
+
+pub use error::RegistryError;
+pub use progress::Progress;
+pub use pull::pull;
+pub use push::push;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How a pull or push talks to the registry.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Plain HTTP instead of HTTPS (Ollama's `insecure`).
+    pub insecure: bool,
+    /// How long the registry may send nothing before the transfer fails as stalled.
+    pub stall_timeout: Duration,
+    /// Set from elsewhere (Ctrl-C, a client that hung up) to stop between reads; what was
+    /// downloaded stays as a partial file for the next pull.
+    pub cancel: Arc<AtomicBool>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            insecure: false,
+            stall_timeout: Duration::from_secs(30),
+            cancel: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+impl Options {
+    /// Defaults with `QUIVER_PULL_TIMEOUT` (seconds of silence before a stalled registry is
+    /// given up on) applied when set.
+    pub fn from_env(insecure: bool) -> Options {
+        let mut o = Options {
+            insecure,
+            ..Options::default()
+        };
+        if let Some(secs) = std::env::var("QUIVER_PULL_TIMEOUT")
+            .ok()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s > 0.0)
+        {
+            o.stall_timeout = Duration::from_secs_f64(secs);
+        }
+        o
+    }
+
+    fn cancelled(&self) -> Result<(), RegistryError> {
+        if self.cancel.load(Ordering::Relaxed) {
+            Err(RegistryError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}
