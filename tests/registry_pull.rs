@@ -384,3 +384,45 @@ fn a_stalled_registry_times_out_with_a_message() {
     // What arrived stays as a partial file for the next pull to resume.
     assert!(files(dest.path()).iter().any(|f| f.ends_with("-partial")));
 }
+
+/// The bytes already in a partial file are kept and only the rest is asked for (HTTP Range):
+/// seeded with a correct first half the pull succeeds; seeded with a first half that has one
+/// byte flipped it fails the sha256 check, which it could not if it had fetched the blob anew.
+#[test]
+fn a_partial_file_is_resumed_not_fetched_again() {
+    let Some(reg) = Registry::start() else { return };
+    let name = pushed(&reg);
+    let blob = std::fs::read(Q8).unwrap();
+    let digest = format!("sha256:{}", sha256_file(Q8.as_ref()));
+    for flip in [false, true] {
+        let dest = TempDir::new("resume");
+        let store = Store::new(vec![dest.path().to_path_buf()], None);
+        let partial = quiver::store::partial_file(dest.path(), &digest).unwrap();
+        std::fs::create_dir_all(partial.parent().unwrap()).unwrap();
+        let mut half = blob[..blob.len() / 2].to_vec();
+        if flip {
+            half[1000] ^= 1;
+        }
+        std::fs::write(&partial, &half).unwrap();
+        let mut first_completed = None;
+        let result = registry::pull(&store, &name, &insecure(), &mut |p| {
+            if p.digest.as_deref() == Some(digest.as_str()) && first_completed.is_none() {
+                first_completed = p.completed;
+            }
+        });
+        assert_eq!(
+            first_completed,
+            Some(half.len() as u64),
+            "progress starts at the partial size"
+        );
+        if flip {
+            let msg = result.unwrap_err().to_string();
+            assert!(msg.starts_with("digest mismatch"), "{msg}");
+            assert!(!partial.exists(), "a mismatched partial file is deleted");
+        } else {
+            result.unwrap();
+            assert_eq!(listed_and_sound(dest.path()), 1);
+            assert!(!partial.exists());
+        }
+    }
+}
