@@ -47,7 +47,9 @@ pub fn pull(
 fn fetch_manifest(t: &Transport, name: &ModelName) -> Result<(Manifest, Vec<u8>), RegistryError> {
     let url = t.url(&format!("manifests/{}", name.tag));
     let resp = t.call("GET", &url, &mut |r| {
-        r.set("Accept", MANIFEST_MEDIA_TYPE).call()
+        r.set("Accept", MANIFEST_MEDIA_TYPE)
+            .call()
+            .map_err(Box::new)
     })?;
     let mut bytes = Vec::new();
     resp.into_reader()
@@ -148,11 +150,12 @@ fn download_blob(
         opts.cancelled()?;
         let from = have;
         let resp = t.call("GET", &url, &mut |r| {
-            if from > 0 {
-                r.set("Range", &format!("bytes={from}-")).call()
+            let r = if from > 0 {
+                r.set("Range", &format!("bytes={from}-"))
             } else {
-                r.call()
-            }
+                r
+            };
+            r.call().map_err(Box::new)
         });
         let resp = match resp {
             Ok(r) => r,

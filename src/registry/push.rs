@@ -38,7 +38,9 @@ pub fn push(
     };
     let url = t.url(&format!("manifests/{}", parsed.tag));
     t.call("PUT", &url, &mut |r| {
-        r.set("Content-Type", media_type).send_bytes(&stored.bytes)
+        r.set("Content-Type", media_type)
+            .send_bytes(&stored.bytes)
+            .map_err(Box::new)
     })?;
     emit(Progress::status("success"));
     Ok(())
@@ -59,7 +61,7 @@ fn upload_blob(
         .len();
     emit(Progress::layer("pushing", digest, size, 0));
     match t.call("HEAD", &t.url(&format!("blobs/{digest}")), &mut |r| {
-        r.call()
+        r.call().map_err(Box::new)
     }) {
         Ok(_) => {
             emit(Progress::layer("pushing", digest, size, size));
@@ -69,7 +71,9 @@ fn upload_blob(
         Err(e) => return Err(e),
     }
     let resp = t.call("POST", &t.url("blobs/uploads/"), &mut |r| {
-        r.set("Content-Length", "0").send_bytes(&[])
+        r.set("Content-Length", "0")
+            .send_bytes(&[])
+            .map_err(Box::new)
     })?;
     let location = resp.header("location").ok_or_else(|| {
         RegistryError::Status(resp.status(), "upload answer without a Location".into())
@@ -87,7 +91,7 @@ fn upload_blob(
             Ok(f) => f,
             Err(e) => {
                 open_error = Some(format!("{}: {e}", path.display()));
-                return r.send_bytes(&[]);
+                return r.send_bytes(&[]).map_err(Box::new);
             }
         };
         let counting = Counting {
@@ -103,6 +107,7 @@ fn upload_blob(
         r.set("Content-Type", "application/octet-stream")
             .set("Content-Length", &size.to_string())
             .send(counting)
+            .map_err(Box::new)
     });
     if let Some(e) = open_error {
         return Err(RegistryError::Io(e));

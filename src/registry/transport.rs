@@ -59,11 +59,12 @@ impl Transport {
 
     /// Sends a request built by `send` (which may be called a second time, after a bearer
     /// challenge, so it must be able to produce its body again). Any status ≥ 400 is an error.
+    /// (`send`'s error is boxed: ureq's holds a whole response.)
     pub fn call(
         &self,
         method: &str,
         url: &str,
-        send: &mut dyn FnMut(ureq::Request) -> Result<ureq::Response, ureq::Error>,
+        send: &mut dyn FnMut(ureq::Request) -> Result<ureq::Response, Box<ureq::Error>>,
     ) -> Result<ureq::Response, RegistryError> {
         let mut challenged = false;
         loop {
@@ -76,7 +77,7 @@ impl Transport {
             {
                 req = req.set("Authorization", &format!("Bearer {t}"));
             }
-            match send(req) {
+            match send(req).map_err(|e| *e) {
                 Ok(resp) => return Ok(resp),
                 Err(ureq::Error::Status(401, resp)) if !challenged => {
                     challenged = true;
@@ -101,7 +102,7 @@ impl Transport {
         let text = t.to_string();
         let timed_out = std::error::Error::source(&t)
             .and_then(|s| s.downcast_ref::<std::io::Error>())
-            .is_some_and(|e| is_timeout(e))
+            .is_some_and(is_timeout)
             || text.contains("timed out");
         if timed_out {
             RegistryError::Stalled(self.stall)
