@@ -36,10 +36,12 @@ sync
 
 measure() { # label, command...
   local label=$1; shift
-  sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+  # Cold caches (root only) unless KEEP_CACHE=1: the registry then reads its blob from disk.
+  [ -n "${KEEP_CACHE:-}" ] || { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
   /usr/bin/time -f "%e %M" -o "$WORK/t" "$@" >/dev/null 2>&1
   read -r secs kb <"$WORK/t"
-  python3 -c "import sys; s=float('$secs'); print(f'{\"$label\":<28} {s:6.2f} s  {$SIZE_MB/s:7.0f} MB/s  peak RSS {int('$kb')/1024:6.1f} MiB')"
+  awk -v l="$label" -v s="$secs" -v kb="$kb" -v mb="$SIZE_MB" \
+    'BEGIN { printf "%-30s %6.2f s %7.0f MB/s   peak RSS %6.1f MiB\n", l, s, mb / s, kb / 1024 }'
 }
 measure "curl -> /dev/null" curl -sf -o /dev/null "$BASE/blobs/$BLOB"
 measure "curl -> file" curl -sf -o "$WORK/curl.out" "$BASE/blobs/$BLOB"
