@@ -58,8 +58,7 @@ fn blobs_create_copy_delete_answer_as_ollama_does() {
     let last: serde_json::Value = serde_json::from_slice(
         r.body
             .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .last()
+            .rfind(|l| !l.is_empty())
             .unwrap(),
     )
     .unwrap();
