@@ -426,3 +426,46 @@ fn a_partial_file_is_resumed_not_fetched_again() {
         }
     }
 }
+
+/// Ctrl-C (SIGINT) stops `quiver pull` with a message and keeps what was downloaded; the same
+/// command then finishes the pull.
+#[test]
+fn ctrl_c_leaves_a_resumable_pull() {
+    let Some(reg) = Registry::start() else { return };
+    let name = pushed(&reg);
+    let proxy = Proxy::start(reg.port, Mode::Throttle(8 << 20));
+    let via = name.replacen(&reg.host(), &proxy.host(), 1);
+    let dest = TempDir::new("ctrl-c");
+    let cmd = || {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_quiver"));
+        c.args(["pull", "--insecure", &via])
+            .env("QUIVER_MODELS", dest.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        c
+    };
+    let child = cmd().spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("interrupted (run the command again to resume)"),
+        "{stderr}"
+    );
+    assert_eq!(listed_and_sound(dest.path()), 0);
+    let partial = files(dest.path())
+        .into_iter()
+        .find(|f| f.ends_with("-partial"))
+        .expect("a partial file stays");
+    assert!(std::fs::metadata(dest.path().join(&partial)).unwrap().len() > 0);
+    let out = cmd().output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(listed_and_sound(dest.path()), 1);
+}
