@@ -8,6 +8,8 @@
 //! `serve`. Everything on disk goes through [`crate::store`].
 
 mod error;
+#[cfg(unix)]
+mod parts;
 mod progress;
 mod pull;
 mod push;
@@ -32,6 +34,8 @@ pub struct Options {
     /// Set from elsewhere (Ctrl-C, a client that hung up) to stop between reads; what was
     /// downloaded stays as a partial file for the next pull.
     pub cancel: Arc<AtomicBool>,
+    /// Blobs of at least this many bytes are fetched as parallel byte ranges.
+    pub parallel_min: u64,
 }
 
 impl Default for Options {
@@ -40,13 +44,14 @@ impl Default for Options {
             insecure: false,
             stall_timeout: Duration::from_secs(30),
             cancel: Arc::new(AtomicBool::new(false)),
+            parallel_min: 64 << 20,
         }
     }
 }
 
 impl Options {
     /// Defaults with `QUIVER_PULL_TIMEOUT` (seconds of silence before a stalled registry is
-    /// given up on) applied when set.
+    /// given up on) and `QUIVER_PULL_PARALLEL_MIN` (bytes) applied when set.
     pub fn from_env(insecure: bool) -> Options {
         let mut o = Options {
             insecure,
@@ -58,6 +63,12 @@ impl Options {
             .filter(|s| s.is_finite() && *s > 0.0)
         {
             o.stall_timeout = Duration::from_secs_f64(secs);
+        }
+        if let Some(bytes) = std::env::var("QUIVER_PULL_PARALLEL_MIN")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            o.parallel_min = bytes.max(1);
         }
         o
     }

@@ -121,6 +121,13 @@ fn download_blob(
     }
 
     let mut have = f.metadata().map_err(|e| io(&partial, e))?.len();
+    // A large blob comes in parallel ranges (and one begun that way resumes that way); a
+    // single-stream partial file, or a registry without ranges, continues below.
+    #[cfg(unix)]
+    if total >= opts.parallel_min && (have == 0 || super::parts::record_path(&partial).is_file()) {
+        let complete = super::parts::download(t, &f, &partial, digest, total, opts, emit)?;
+        have = if complete { total } else { 0 };
+    }
     if have > total {
         f.set_len(0).map_err(|e| io(&partial, e))?;
         have = 0;

@@ -26,7 +26,8 @@ pub fn partial_file(root: &Path, digest: &str) -> Result<PathBuf, StoreError> {
     Ok(PathBuf::from(p))
 }
 
-/// Every partial download under `root` (for start-up cleanup of old ones).
+/// Every partial download under `root` and the range records beside them
+/// (`sha256-<hex>-partial`, `sha256-<hex>-partial-parts`), for start-up cleanup of old ones.
 pub fn partial_files(root: &Path) -> Vec<PathBuf> {
     let Ok(rd) = std::fs::read_dir(root.join("blobs")) else {
         return Vec::new();
@@ -35,7 +36,7 @@ pub fn partial_files(root: &Path) -> Vec<PathBuf> {
         .filter(|e| {
             let name = e.file_name();
             let name = name.to_string_lossy();
-            name.starts_with("sha256-") && name.ends_with(PARTIAL_SUFFIX)
+            name.starts_with("sha256-") && name.contains(PARTIAL_SUFFIX)
         })
         .map(|e| e.path())
         .collect()
