@@ -359,7 +359,7 @@ fn corrupted_pull(via: &str, parallel_min: u64) {
     let dest = TempDir::new("corrupt");
     let store = Store::new(vec![dest.path().to_path_buf()], None);
     let opts = Options {
-        parallel_min,
+        parallel_min: Some(parallel_min),
         ..insecure()
     };
     let err = registry::pull(&store, via, &opts, &mut |_| {}).unwrap_err();
@@ -393,7 +393,7 @@ fn stalled_pull(via: &str, parallel_min: u64) {
     let store = Store::new(vec![dest.path().to_path_buf()], None);
     let opts = Options {
         stall_timeout: Duration::from_millis(800),
-        parallel_min,
+        parallel_min: Some(parallel_min),
         ..insecure()
     };
     let started = Instant::now();

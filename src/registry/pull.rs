@@ -35,7 +35,14 @@ pub fn pull(
     let mut layers: Vec<&Layer> = manifest.layers.iter().collect();
     layers.push(&manifest.config);
     for layer in &layers {
-        download_blob(&t, &root, layer, opts, emit)?;
+        download_blob(
+            &t,
+            &root,
+            layer,
+            opts.parallel_min_for(&parsed.host),
+            opts,
+            emit,
+        )?;
     }
     emit(Progress::status("verifying sha256 digest"));
     emit(Progress::status("writing manifest"));
@@ -91,6 +98,7 @@ fn download_blob(
     t: &Transport,
     root: &Path,
     layer: &Layer,
+    parallel_min: u64,
     opts: &Options,
     emit: &mut dyn FnMut(Progress),
 ) -> Result<(), RegistryError> {
@@ -124,7 +132,7 @@ fn download_blob(
     // A large blob comes in parallel ranges (and one begun that way resumes that way); a
     // single-stream partial file, or a registry without ranges, continues below.
     #[cfg(unix)]
-    if total >= opts.parallel_min && (have == 0 || super::parts::record_path(&partial).is_file()) {
+    if total >= parallel_min && (have == 0 || super::parts::record_path(&partial).is_file()) {
         let complete = super::parts::download(t, &f, &partial, digest, total, opts, emit)?;
         have = if complete { total } else { 0 };
     }
