@@ -22,8 +22,26 @@ MODELS=$(mktemp -d)
 LOG=$(mktemp)
 QUIVER_MODELS="$MODELS" OLLAMA_MODELS="$MODELS" QUIVER_HOST="$OLLAMA_HOST" "$QUIVER" serve >"$LOG" 2>&1 &
 PID=$!
-cleanup() { kill "$PID" 2>/dev/null || true; rm -rf "$MODELS"; }
+REG_DIR=$(mktemp -d)
+REG_PID=
+cleanup() {
+  kill "$PID" 2>/dev/null || true
+  [ -z "$REG_PID" ] || kill "$REG_PID" 2>/dev/null || true
+  rm -rf "$MODELS" "$REG_DIR"
+}
 trap cleanup EXIT
+
+# Model management with a small GGUF; push/pull against a throwaway loopback registry when
+# Debian's docker-registry is installed (.ci/run installs it).
+export QUIVER_TEST_GGUF="$HERE/fixtures/all-minilm-q8_0.gguf"
+if command -v docker-registry >/dev/null; then
+  REG_PORT=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s/data\nhttp:\n  addr: 127.0.0.1:%s\n' \
+    "$REG_DIR" "$REG_PORT" >"$REG_DIR/config.yml"
+  docker-registry serve "$REG_DIR/config.yml" >"$REG_DIR/log" 2>&1 &
+  REG_PID=$!
+  export QUIVER_TEST_REGISTRY="127.0.0.1:$REG_PORT"
+fi
 
 for _ in $(seq 1 200); do
   if "$VENV/bin/python" -c "import urllib.request,sys; urllib.request.urlopen('http://$OLLAMA_HOST/')" 2>/dev/null; then break; fi
@@ -38,7 +56,8 @@ kill -TERM "$PID"
 rc=0
 wait "$PID" || rc=$?
 trap - EXIT
-rm -rf "$MODELS"
+[ -z "$REG_PID" ] || kill "$REG_PID" 2>/dev/null || true
+rm -rf "$MODELS" "$REG_DIR"
 if [ "$rc" -ne 0 ]; then echo "quiver serve exited with $rc after SIGTERM"; cat "$LOG"; exit 1; fi
 echo "quiver serve exited 0 after SIGTERM"
 exit "$status"

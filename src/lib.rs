@@ -11,6 +11,7 @@ pub mod embed;
 pub mod engine;
 pub mod gguf;
 pub mod model;
+pub mod registry;
 pub mod server;
 pub mod store;
 pub mod tensor;

@@ -84,7 +84,57 @@ def main():
     except ollama.ResponseError as e:
         check(e.status_code == 404, f"unknown model: ResponseError 404 ({e.status_code}: {e.error})")
 
+    manage(client)
     print("all checks passed")
+
+
+def manage(client):
+    """create (blob upload + files), copy, delete; push and pull when a registry is given
+    (QUIVER_TEST_REGISTRY=host:port, a plain-HTTP registry)."""
+    gguf = os.environ.get("QUIVER_TEST_GGUF")
+    if not gguf:
+        print("skipped: model management (set QUIVER_TEST_GGUF to a small .gguf)")
+        return
+    digest = client.create_blob(gguf)
+    check(digest.startswith("sha256:"), f"create_blob: {digest[:19]}")
+    statuses = [field(r, "status") for r in client.create(model="mgmt-test", files={"m.gguf": digest}, stream=True)]
+    check(statuses[-1] == "success", f"create: {statuses}")
+    check(field(client.copy("mgmt-test", "mgmt-copy"), "status") == "success", "copy")
+    listed = [field(m, "model") for m in field(client.list(), "models")]
+    check("mgmt-copy:latest" in listed, "copy: listed")
+    try:
+        client.copy("no-such-model-xyz", "x")
+        check(False, "copy of an unknown model raises")
+    except ollama.ResponseError as e:
+        check(e.status_code == 404, f"copy unknown: 404 ({e.error})")
+    check(field(client.delete("mgmt-copy"), "status") == "success", "delete")
+    try:
+        client.delete("mgmt-copy")
+        check(False, "delete twice raises")
+    except ollama.ResponseError as e:
+        check(e.status_code == 404, f"delete unknown: 404 ({e.error})")
+
+    registry = os.environ.get("QUIVER_TEST_REGISTRY")
+    if not registry:
+        print("skipped: push/pull (set QUIVER_TEST_REGISTRY=host:port)")
+        return
+    remote = f"{registry}/team/mgmt-test"
+    check(field(client.copy("mgmt-test", remote), "status") == "success", "copy to a registry name")
+    pushed = [field(r, "status") for r in client.push(remote, insecure=True, stream=True)]
+    check(pushed[0] == "retrieving manifest" and pushed[-1] == "success", f"push: {pushed[0]} … {pushed[-1]}")
+    client.delete(remote)
+    seen = []
+    for r in client.pull(remote, insecure=True, stream=True):
+        s = field(r, "status")
+        if not seen or seen[-1] != s:
+            seen.append(s)
+    check(seen[0] == "pulling manifest", f"pull(stream=True): {seen}")
+    check(seen[-3:] == ["verifying sha256 digest", "writing manifest", "success"], "pull: last statuses")
+    check(sum(1 for s in seen if s.startswith("pulling ") and len(s) == 20) == 2, "pull: two layers")
+    one = client.pull(remote, insecure=True, stream=False)
+    check(field(one, "status") == "success", "pull(stream=False): success")
+    for m in ("mgmt-test", remote):
+        client.delete(m)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,15 @@ pub enum Command {
     Rm {
         names: Vec<String>,
     },
+    /// `quiver pull [--insecure] NAME` / `quiver push [--insecure] NAME`.
+    Pull {
+        name: String,
+        insecure: bool,
+    },
+    Push {
+        name: String,
+        insecure: bool,
+    },
     /// `quiver bench …`: its own flags, parsed by `quiver::bench`.
     Bench {
         args: Vec<String>,
@@ -43,6 +52,8 @@ Commands:
   ps          List models the running server has loaded
   create      Add a GGUF file to the store: quiver create NAME -f FILE.gguf
   rm          Remove models from the store: quiver rm NAME...
+  pull        Pull a model from a registry: quiver pull [--insecure] NAME
+  push        Push a model to a registry: quiver push [--insecure] NAME
   bench       Measure embeddings/s and tokens/s: quiver bench [--model M] [--http] [--json F]
   help        Show this help
 
@@ -153,9 +164,35 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
                 names: rest.to_vec(),
             }
         }
+        "pull" => {
+            let (name, insecure) = transfer_args("pull", rest)?;
+            Command::Pull { name, insecure }
+        }
+        "push" => {
+            let (name, insecure) = transfer_args("push", rest)?;
+            Command::Push { name, insecure }
+        }
         other => return Err(usage_err(&format!("unknown command {other:?}"))),
     };
     Ok(command)
+}
+
+/// `[--insecure] NAME` for pull and push.
+fn transfer_args(verb: &str, rest: &[String]) -> Result<(String, bool), String> {
+    let mut name = None;
+    let mut insecure = false;
+    for a in rest {
+        match a.as_str() {
+            "--insecure" => insecure = true,
+            s if s.starts_with('-') => {
+                return Err(usage_err(&format!("unknown flag {s:?} for {verb}")))
+            }
+            _ if name.is_none() => name = Some(a.clone()),
+            _ => return Err(usage_err(&format!("{verb} takes one model name"))),
+        }
+    }
+    let name = name.ok_or_else(|| usage_err(&format!("usage: quiver {verb} [--insecure] NAME")))?;
+    Ok((name, insecure))
 }
 
 fn no_more(rest: &[String]) -> Result<(), String> {
@@ -207,6 +244,20 @@ mod tests {
             })
         );
         assert_eq!(p(&["show", "m", "--help"]), Ok(Command::Help));
+        assert_eq!(
+            p(&["pull", "--insecure", "h:5000/a/b"]),
+            Ok(Command::Pull {
+                name: "h:5000/a/b".into(),
+                insecure: true
+            })
+        );
+        assert_eq!(
+            p(&["push", "a"]),
+            Ok(Command::Push {
+                name: "a".into(),
+                insecure: false
+            })
+        );
     }
 
     #[test]
@@ -221,6 +272,9 @@ mod tests {
             &["create", "-f"],
             &["rm"],
             &["serve", "extra"],
+            &["pull"],
+            &["pull", "a", "b"],
+            &["push", "--secure", "a"],
         ] {
             assert!(p(bad).is_err(), "{bad:?}");
         }

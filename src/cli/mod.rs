@@ -10,6 +10,7 @@ mod embed;
 mod format;
 mod show;
 mod tables;
+mod transfer;
 
 pub use args::{parse_args, Command, USAGE};
 pub use format::{human_bytes, human_time, parse_rfc3339};
@@ -59,6 +60,8 @@ pub fn run(args: Vec<String>, bundled: Option<&'static [u8]>) -> CliResult {
             );
             Ok(())
         }
+        Command::Pull { name, insecure } => transfer::pull(&store(), &name, insecure),
+        Command::Push { name, insecure } => transfer::push(&store(), &name, insecure),
         Command::Rm { names } => {
             let store = store();
             for name in names {

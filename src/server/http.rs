@@ -217,10 +217,15 @@ fn read_chunked<R: BufRead>(r: &mut R, max_body: u64) -> Result<Vec<u8>, HttpErr
     }
 }
 
+/// A body written by the handler's code as it goes (pull progress), sent chunked.
+type StreamBody = Box<dyn FnOnce(&mut dyn Write) -> io::Result<()> + Send + 'static>;
+
 pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Taken (once) by [`write_response`]; behind a mutex because the writer borrows `self`.
+    stream: std::sync::Mutex<Option<StreamBody>>,
 }
 
 impl Response {
@@ -229,7 +234,19 @@ impl Response {
             status,
             headers: vec![("Content-Type".into(), content_type.into())],
             body,
+            stream: std::sync::Mutex::new(None),
         }
+    }
+
+    /// A response whose body `body` writes while it is sent, with chunked transfer encoding.
+    pub fn stream(
+        status: u16,
+        content_type: &str,
+        body: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()> + Send + 'static,
+    ) -> Response {
+        let r = Response::new(status, content_type, Vec::new());
+        *r.stream.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(body));
+        r
     }
 
     pub fn json(status: u16, value: &impl serde::Serialize) -> Response {
@@ -243,6 +260,7 @@ impl Response {
             status,
             headers: Vec::new(),
             body: Vec::new(),
+            stream: std::sync::Mutex::new(None),
         }
     }
 
@@ -252,10 +270,32 @@ impl Response {
     }
 }
 
+/// Each write as one HTTP chunk, flushed at once (progress lines must reach the client as they
+/// happen).
+struct Chunked<'a, W: Write>(&'a mut W);
+
+impl<W: Write> Write for Chunked<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        write!(self.0, "{:x}\r\n", buf.len())?;
+        self.0.write_all(buf)?;
+        self.0.write_all(b"\r\n")?;
+        self.0.flush()?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
 pub fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         200 => "OK",
+        201 => "Created",
         204 => "No Content",
         400 => "Bad Request",
         403 => "Forbidden",
@@ -285,6 +325,23 @@ pub fn write_response(
     write!(out, "HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status))?;
     for (k, v) in &resp.headers {
         write!(out, "{k}: {v}\r\n")?;
+    }
+    let stream = resp.stream.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(body) = stream {
+        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+        out.extend_from_slice(if keep_alive {
+            b"Connection: keep-alive\r\n\r\n"
+        } else {
+            b"Connection: close\r\n\r\n"
+        });
+        w.write_all(&out)?;
+        if head_only {
+            return w.flush();
+        }
+        let mut chunked = Chunked(w);
+        body(&mut chunked)?;
+        chunked.0.write_all(b"0\r\n\r\n")?;
+        return chunked.0.flush();
     }
     if resp.status != 204 {
         write!(out, "Content-Length: {}\r\n", resp.body.len())?;

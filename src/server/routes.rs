@@ -14,6 +14,11 @@ use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use std::time::{Instant, UNIX_EPOCH};
 
+// The management handlers live in their own file beside this one (declared here so that the
+// connection layer's mod.rs stays untouched).
+#[path = "manage.rs"]
+mod manage;
+
 pub struct Ctx {
     pub engine: Arc<Engine>,
     pub origins: Origins,
@@ -28,6 +33,11 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/api/ps", &["GET", "HEAD"]),
     ("/api/tags", &["GET", "HEAD"]),
     ("/api/show", &["POST"]),
+    ("/api/pull", &["POST"]),
+    ("/api/push", &["POST"]),
+    ("/api/delete", &["DELETE"]),
+    ("/api/copy", &["POST"]),
+    ("/api/create", &["POST"]),
     ("/v1/embeddings", &["POST"]),
     ("/v1/models", &["GET", "HEAD"]),
 ];
@@ -58,6 +68,10 @@ pub fn handle(ctx: &Ctx, req: &Request) -> Response {
         return with_cors(resp);
     }
 
+    if let Some(digest) = path.strip_prefix("/api/blobs/") {
+        let resp = manage::blobs(ctx, req, digest).unwrap_or_else(|e| e.render(path));
+        return with_cors(resp);
+    }
     let Some((_, methods)) = ROUTES.iter().find(|(p, _)| *p == path) else {
         return with_cors(ApiError::new(404, "404 page not found").render(path));
     };
@@ -80,6 +94,11 @@ pub fn handle(ctx: &Ctx, req: &Request) -> Response {
         "/api/ps" => Ok(ps_handler(ctx)),
         "/api/tags" => tags_handler(ctx),
         "/api/show" => show_handler(ctx, &req.body),
+        "/api/pull" => manage::pull(ctx, &req.body),
+        "/api/push" => manage::push(ctx, &req.body),
+        "/api/delete" => manage::delete(ctx, &req.body),
+        "/api/copy" => manage::copy(ctx, &req.body),
+        "/api/create" => manage::create(ctx, &req.body),
         "/v1/embeddings" => openai_embeddings_handler(ctx, &req.body),
         "/v1/models" => openai_models_handler(ctx),
         _ => Err(ApiError::new(404, "404 page not found")),

@@ -7,10 +7,16 @@
 //! `application/vnd.ollama.image.model` is the GGUF file).
 
 pub mod bundled;
+mod install;
 mod manifest;
 mod name;
 
-pub use manifest::{Layer, Manifest, MODEL_MEDIA_TYPE};
+pub use install::{
+    blob_file, install_blob, partial_file, partial_files, StoredManifest, PARTIAL_SUFFIX,
+};
+pub use manifest::{
+    sha256_hex, Layer, Manifest, CONFIG_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, MODEL_MEDIA_TYPE,
+};
 pub use name::{DEFAULT_HOST, DEFAULT_NAMESPACE, DEFAULT_TAG};
 
 use crate::gguf::{GgufError, GgufFile, ModelBytes};
@@ -221,26 +227,8 @@ impl Store {
             }],
         };
         let json = serde_json::to_vec(&m).map_err(|e| StoreError::Io(e.to_string()))?;
-
-        // An older manifest under this name (in any letter case) is replaced; its blobs go when
-        // nothing refers to them any more.
-        let old = find_manifest(root, &parsed).map(|(_, p)| {
-            let m = Manifest::read(&p).ok();
-            (p, m)
-        });
-        let dir = manifest_dir(root, &parsed);
-        std::fs::create_dir_all(&dir).map_err(|e| manifest::io_err(&dir, e))?;
-        let path = dir.join(&parsed.tag);
-        manifest::write_atomic(&path, &json)?;
-        if let Some((old_path, old_manifest)) = old {
-            if old_path != path {
-                let _ = std::fs::remove_file(&old_path);
-                prune_empty_dirs(root, &old_path);
-            }
-            if let Some(old_manifest) = old_manifest {
-                collect_garbage(root, &old_manifest);
-            }
-        }
+        install::install_manifest_locked(root, &parsed, &json)?;
+        let path = manifest_dir(root, &parsed).join(&parsed.tag);
         entry_from_manifest(root, parsed, &path)
     }
 
