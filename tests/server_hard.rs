@@ -454,3 +454,45 @@ fn sigterm_with_slow_clients_answers_in_flight_and_exits_zero() {
         assert!(matches!((&*c).read(&mut buf), Ok(0) | Err(_)));
     }
 }
+
+/// A loaded model's file truncated in place (another process, a full disk): the next request
+/// gets a clear error instead of the server dying of SIGBUS, and the server keeps serving.
+#[test]
+fn a_model_file_truncated_under_the_server_is_refused_not_a_signal() {
+    use quiver::store::Store;
+    use std::sync::Arc;
+    let root = std::env::temp_dir().join(format!("quiver-truncate-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let store = Store::new(vec![root.clone()], None);
+    store.create("victim", F16.as_ref()).unwrap();
+    let s =
+        quiver::server::start(config(), Arc::new(Store::new(vec![root.clone()], None))).unwrap();
+    assert_eq!(embed_one(s.addr, "victim", "before").len(), 384);
+    let blob = std::fs::read_dir(root.join("blobs"))
+        .unwrap()
+        .flatten()
+        .max_by_key(|e| e.metadata().unwrap().len())
+        .unwrap()
+        .path();
+    let f = std::fs::OpenOptions::new().write(true).open(&blob).unwrap();
+    let len = f.metadata().unwrap().len();
+    f.set_len(len / 2).unwrap();
+    let r = post(
+        s.addr,
+        "/api/embed",
+        &json!({"model": "victim", "input": "after"}),
+    );
+    assert_eq!(r.status, 500);
+    assert!(r.error().contains("changed size"), "{}", r.error());
+    // Loaded again from the half file: refused as a broken model, still no signal.
+    let r = post(
+        s.addr,
+        "/api/embed",
+        &json!({"model": "victim", "input": "after"}),
+    );
+    assert!((400..600).contains(&r.status), "{}", r.status);
+    assert!(!r.error().is_empty());
+    assert_eq!(get(s.addr, "/").status, 200);
+    drop(s);
+    let _ = std::fs::remove_dir_all(&root);
+}

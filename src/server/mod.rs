@@ -361,6 +361,12 @@ pub fn serve(config: ServerConfig, store: Arc<Store>) -> Result<(), ServerError>
     let mut signals =
         signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(ServerError::Signals)?;
     raise_fd_limit();
+    for p in store.clean_stale() {
+        eprintln!(
+            "quiver: removed {} (left by an interrupted create or pull)",
+            p.display()
+        );
+    }
     let server = start_inner(config, store, true)?;
     eprintln!(
         "quiver {}: listening on {}",
