@@ -407,6 +407,8 @@ fn sigterm_with_slow_clients_answers_in_flight_and_exits_zero() {
         .env("QUIVER_HOST", format!("127.0.0.1:{port}"))
         .env("QUIVER_MODELS", store_root())
         .env("QUIVER_SHUTDOWN_TIMEOUT", "30s")
+        .env("OLLAMA_DEBUG", "1")
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -443,10 +445,26 @@ fn sigterm_with_slow_clients_answers_in_flight_and_exits_zero() {
     let r = client.join().unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["embeddings"].as_array().unwrap().len(), 400);
-    let status = child.wait().unwrap();
+    let out = child.wait_with_output().unwrap();
     let took = t_term.elapsed();
-    assert!(status.success(), "{status:?}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}\n{log}", out.status);
     assert!(took < Duration::from_secs(30), "{took:?}");
+    // One structured line per request, with the model's numbers and (OLLAMA_DEBUG) more.
+    let line = log
+        .lines()
+        .find(|l| l.contains("inputs=400"))
+        .unwrap_or_else(|| panic!("no request line in\n{log}"));
+    for field in [
+        "msg=request",
+        "method=POST",
+        "path=\"/api/embed\"",
+        "status=200",
+        "model=\"all-minilm\"",
+        "queue_ms=",
+    ] {
+        assert!(line.contains(field), "{field} not in {line}");
+    }
     // The slow clients were closed, not left hanging.
     for c in slow.iter().take(10) {
         c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();

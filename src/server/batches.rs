@@ -223,6 +223,7 @@ impl EmbedJob {
                 in_first = false;
             }
         }
+        super::metrics::note(model, job.texts.len(), job.tokens);
         Ok(job)
     }
 

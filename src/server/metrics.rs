@@ -75,6 +75,35 @@ pub struct Metrics {
     embed_seconds_total: Mutex<f64>,
 }
 
+/// What a handler knows about its request that the log line wants (set on the worker's
+/// thread, taken after the answer is written).
+#[derive(Default, Clone, Debug, PartialEq)]
+pub struct Note {
+    pub model: String,
+    pub inputs: usize,
+    pub tokens: usize,
+}
+
+thread_local! {
+    static NOTE: std::cell::RefCell<Option<Note>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Records the model, inputs and tokens of the request this thread is handling.
+pub fn note(model: &str, inputs: usize, tokens: usize) {
+    NOTE.with(|n| {
+        *n.borrow_mut() = Some(Note {
+            model: model.to_string(),
+            inputs,
+            tokens,
+        })
+    });
+}
+
+/// Takes this thread's note (none when the handler left none).
+pub fn take_note() -> Option<Note> {
+    NOTE.with(|n| n.borrow_mut().take())
+}
+
 /// Known routes keep their name; anything else is one label, so a scanner cannot grow the
 /// label set without bound.
 fn route_label(path: &str) -> &str {

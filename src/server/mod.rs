@@ -236,6 +236,8 @@ pub(crate) struct Shared {
     pub(crate) max_connections: usize,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) log: bool,
+    /// `OLLAMA_DEBUG=1`: more fields in each request's log line.
+    pub(crate) debug: bool,
     pub(crate) shutdown: AtomicBool,
     pub(crate) metrics: Arc<metrics::Metrics>,
 }
@@ -324,6 +326,7 @@ fn start_inner(
         max_connections: config.max_connections.max(1),
         shutdown_timeout: config.shutdown_timeout,
         log,
+        debug: log && env_var("OLLAMA_DEBUG").is_some_and(|v| v != "0" && v != "false"),
         shutdown: AtomicBool::new(false),
         metrics,
     });

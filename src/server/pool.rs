@@ -122,18 +122,32 @@ fn serve(job: Job, shared: &Shared) -> Option<Conn> {
     };
     let elapsed = started.elapsed();
     shared.metrics.request(&req.path, status, elapsed);
+    let note = super::metrics::take_note().unwrap_or_default();
     if shared.log {
-        eprintln!(
-            "[quiver] {} | {:>10.3?} | {:>15} | {:<7} {:?}",
-            status,
-            elapsed,
+        // One logfmt line per request; OLLAMA_DEBUG=1 adds queue wait, body size, user agent.
+        let mut line = format!(
+            "time={} level=INFO msg=request method={} path={:?} status={status} latency_ms={:.3} model={:?} inputs={} tokens={} remote={}",
+            crate::engine::format::rfc3339_local(std::time::SystemTime::now()),
+            req.method,
+            req.path,
+            elapsed.as_secs_f64() * 1e3,
+            note.model,
+            note.inputs,
+            note.tokens,
             conn.stream
                 .peer_addr()
                 .map(|a| a.ip().to_string())
                 .unwrap_or_default(),
-            req.method,
-            req.path
         );
+        if shared.debug {
+            line.push_str(&format!(
+                " queue_ms={:.3} body_bytes={} user_agent={:?} keep_alive={keep} written={ok}",
+                (started - queued).as_secs_f64() * 1e3,
+                req.body.len(),
+                req.header("user-agent").unwrap_or(""),
+            ));
+        }
+        eprintln!("{line}");
     }
     if !ok || !keep || conn.stream.set_nonblocking(true).is_err() {
         return None;
