@@ -35,7 +35,7 @@ fn raise_fd_limit() -> u64 {
         lim.rlim_cur = lim.rlim_max;
         libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 #[test]
@@ -402,7 +402,7 @@ fn sigterm_with_slow_clients_answers_in_flight_and_exits_zero() {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_quiver"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_quiver"))
         .arg("serve")
         .env("QUIVER_HOST", format!("127.0.0.1:{port}"))
         .env("QUIVER_MODELS", store_root())

@@ -18,7 +18,7 @@ use polling::{Event, Events, PollMode, Poller};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, TrySendError};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -357,7 +357,7 @@ impl EventLoop {
                     .in_flight
                     .fetch_add(1, Ordering::Relaxed);
             }
-            Err(TrySendError::Full(job)) | Err(TrySendError::Disconnected(job)) => {
+            Err(job) => {
                 let path = job.req.path.clone();
                 self.adopt_closing(
                     job.conn,

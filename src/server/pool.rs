@@ -62,10 +62,13 @@ impl Pool {
         self.workers
     }
 
-    pub fn submit(&self, job: Job) -> Result<(), TrySendError<Job>> {
+    /// Queues `job`; gives it back when the queue is full or closed.
+    pub fn submit(&self, job: Job) -> Result<(), Box<Job>> {
         match &self.tx {
-            Some(tx) => tx.try_send(job),
-            None => Err(TrySendError::Disconnected(job)),
+            Some(tx) => tx.try_send(job).map_err(|e| match e {
+                TrySendError::Full(j) | TrySendError::Disconnected(j) => Box::new(j),
+            }),
+            None => Err(Box::new(job)),
         }
     }
 
