@@ -283,6 +283,20 @@ impl Engine {
             }
             let mut stale = None;
             match st.models.get(&key) {
+                Some(Slot::Ready(l))
+                    if l.entry.digest == entry.digest && l.entry.size != entry.size =>
+                {
+                    // The mapped file was truncated or grown in place: reading its pages now
+                    // could fault (SIGBUS). Unload it and refuse this request; the next one
+                    // loads the file as it now is (or fails to parse it, cleanly).
+                    let (was, now) = (l.entry.size, entry.size);
+                    let old = st.models.remove(&key);
+                    drop(st);
+                    drop(old);
+                    return Err(EngineError::Io(format!(
+                        "the file of model {key:?} changed size while it was loaded ({was} -> {now} bytes); it was unloaded: create or pull it again"
+                    )));
+                }
                 Some(Slot::Ready(l)) if l.entry.digest == entry.digest => {
                     let l = l.clone();
                     drop(st);

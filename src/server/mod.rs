@@ -1,47 +1,53 @@
 //! `quiver serve`: Ollama's embedding API over HTTP/1.1.
 //!
-//! One thread accepts; each connection gets its own worker thread (at most
-//! `ServerConfig::workers` at once; past that a new connection gets 503), which reads requests
-//! with hard limits (see [`http`]), routes them (see [`routes`]) and writes answers. Model
-//! work happens in the engine's per-model batching threads, so a slow model never holds up a
-//! request for another one. On shutdown the listener closes, in-flight requests finish and
-//! are answered, idle keep-alive connections are closed, and models are unloaded.
+//! One thread owns the listener and every connection and waits on their readiness
+//! ([`conn`]); an idle or slow client costs a buffer, not a thread, and deadlines bound how
+//! long a head or a body may take. Complete requests go to a bounded pool of worker threads
+//! ([`pool`]) that run the synchronous handlers ([`routes`]) and write the answers. Model work
+//! happens in the engine's per-model batching threads, so a slow model never holds up a
+//! request for another one. On shutdown the listener closes, idle and half-received
+//! connections are closed at once, in-flight requests finish and are answered (bounded by
+//! `QUIVER_SHUTDOWN_TIMEOUT`), and models are unloaded.
 
+pub mod batches;
+mod conn;
 pub mod cors;
 pub mod error;
 pub mod http;
+pub mod metrics;
+mod pool;
 pub mod routes;
 
 use crate::backend::gpu::select_backend;
 use crate::engine::{Engine, EngineConfig, KeepAlive};
 use crate::store::Store;
-use http::HttpError;
+use polling::Poller;
 use std::fmt;
-use std::io::{self, BufRead, BufReader, Read};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::io;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const DEFAULT_PORT: u16 = 11434;
 pub const DEFAULT_MAX_BODY: u64 = 32 * 1024 * 1024;
-
-/// How long a keep-alive connection may sit idle between requests.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long one read may stall once a request has started arriving.
-const READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often an idle connection looks at the shutdown flag.
-const POLL: Duration = Duration::from_millis(100);
+/// Complete requests waiting for a worker; past that a request gets 503.
+const QUEUE: usize = 1024;
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub addr: SocketAddr,
     /// Largest request body accepted (`QUIVER_MAX_BODY`); larger ones get 413 unread.
     pub max_body_bytes: u64,
-    /// Most connections served at once (`QUIVER_WORKERS`).
+    /// Requests handled at once: worker threads (`QUIVER_WORKERS`).
     pub workers: usize,
+    /// Open connections at most (`QUIVER_MAX_CONNECTIONS`); past that a new one gets 503.
+    pub max_connections: usize,
+    /// Inputs per embedding request at most (`QUIVER_MAX_INPUTS`); more is a 400.
+    pub max_inputs: usize,
+    /// How long SIGTERM waits for requests in flight (`QUIVER_SHUTDOWN_TIMEOUT`).
+    pub shutdown_timeout: Duration,
     /// Extra CORS origins (`OLLAMA_ORIGINS`); loopback origins are always allowed.
     pub origins: Vec<String>,
     /// keep_alive when a request gives none; `None` = forever (`OLLAMA_KEEP_ALIVE`).
@@ -57,7 +63,10 @@ impl Default for ServerConfig {
         ServerConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
             max_body_bytes: DEFAULT_MAX_BODY,
-            workers: 256,
+            workers: 64,
+            max_connections: 16384,
+            max_inputs: 1_000_000,
+            shutdown_timeout: Duration::from_secs(30),
             origins: Vec::new(),
             keep_alive_default: Some(Duration::from_secs(300)),
             max_loaded_models: 3,
@@ -75,7 +84,8 @@ fn env_var(key: &str) -> Option<String> {
 
 impl ServerConfig {
     /// `QUIVER_HOST` (else `OLLAMA_HOST`), `OLLAMA_ORIGINS`, `OLLAMA_KEEP_ALIVE`,
-    /// `OLLAMA_MAX_LOADED_MODELS`, `QUIVER_MAX_BODY`, `QUIVER_WORKERS`, `QUIVER_BATCH_TOKENS`.
+    /// `OLLAMA_MAX_LOADED_MODELS`, `QUIVER_MAX_BODY`, `QUIVER_WORKERS`, `QUIVER_BATCH_TOKENS`,
+    /// `QUIVER_MAX_CONNECTIONS`, `QUIVER_MAX_INPUTS`, `QUIVER_SHUTDOWN_TIMEOUT`.
     pub fn from_env() -> Result<ServerConfig, String> {
         let mut c = ServerConfig::default();
         if let Some(h) = env_var("QUIVER_HOST").or_else(|| env_var("OLLAMA_HOST")) {
@@ -112,6 +122,26 @@ impl ServerConfig {
                 .ok()
                 .filter(|&n| n > 0)
                 .ok_or_else(|| format!("QUIVER_BATCH_TOKENS: {t:?} is not a count"))?;
+        }
+        for (key, field) in [
+            ("QUIVER_MAX_CONNECTIONS", &mut c.max_connections),
+            ("QUIVER_MAX_INPUTS", &mut c.max_inputs),
+        ] {
+            if let Some(v) = env_var(key) {
+                *field = v
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| format!("{key}: {v:?} is not a count"))?;
+            }
+        }
+        if let Some(t) = env_var("QUIVER_SHUTDOWN_TIMEOUT") {
+            c.shutdown_timeout = match KeepAlive::parse_str(&t)
+                .map_err(|e| format!("QUIVER_SHUTDOWN_TIMEOUT: {e}"))?
+            {
+                KeepAlive::For(d) => d,
+                KeepAlive::Forever => Duration::from_secs(u32::MAX as u64),
+            };
         }
         if let Some(w) = env_var("QUIVER_WORKERS") {
             c.workers = w
@@ -200,58 +230,49 @@ impl fmt::Display for ServerError {
 
 impl std::error::Error for ServerError {}
 
-struct Shared {
-    ctx: routes::Ctx,
-    max_body: u64,
-    workers: usize,
-    log: bool,
-    shutdown: AtomicBool,
-    /// Live connection threads.
-    conns: Mutex<usize>,
-    conns_done: Condvar,
+pub(crate) struct Shared {
+    pub(crate) ctx: routes::Ctx,
+    pub(crate) max_body: u64,
+    pub(crate) max_connections: usize,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) log: bool,
+    /// `OLLAMA_DEBUG=1`: more fields in each request's log line.
+    pub(crate) debug: bool,
+    pub(crate) shutdown: AtomicBool,
+    pub(crate) metrics: Arc<metrics::Metrics>,
 }
 
 /// A server running in background threads (for tests, and under [`serve`]).
 pub struct RunningServer {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
-    accept: Option<JoinHandle<()>>,
+    poller: Arc<Poller>,
+    event_loop: Option<JoinHandle<bool>>,
+    workers: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl RunningServer {
-    /// Stops accepting, lets in-flight requests finish and be answered, closes idle
-    /// connections, unloads the models. Returns when all of that is done.
+    /// Stops accepting, closes idle and half-received connections, lets in-flight requests
+    /// finish and be answered (for at most the shutdown timeout), unloads the models.
+    /// Returns when all of that is done.
     pub fn shutdown(mut self) {
         self.stop();
     }
 
     fn stop(&mut self) {
-        let Some(accept) = self.accept.take() else {
+        let Some(event_loop) = self.event_loop.take() else {
             return;
         };
         self.shared.shutdown.store(true, Ordering::SeqCst);
-        // Wake the blocking accept with a connection of our own.
-        let mut wake = self.addr;
-        if wake.ip().is_unspecified() {
-            wake.set_ip(if wake.is_ipv4() {
-                [127, 0, 0, 1].into()
-            } else {
-                std::net::Ipv6Addr::LOCALHOST.into()
-            });
+        let _ = self.poller.notify();
+        let drained = event_loop.join().unwrap_or(false);
+        if drained {
+            // Every job was answered and the queue is closed: the workers are leaving.
+            for h in std::mem::take(&mut *lock(&self.workers)) {
+                let _ = h.join();
+            }
+            self.shared.ctx.engine.shutdown();
         }
-        if TcpStream::connect_timeout(&wake, Duration::from_secs(2)).is_ok() {
-            let _ = accept.join();
-        }
-        let mut n = lock(&self.shared.conns);
-        while *n > 0 {
-            n = self
-                .shared
-                .conns_done
-                .wait(n)
-                .unwrap_or_else(|p| p.into_inner());
-        }
-        drop(n);
-        self.shared.ctx.engine.shutdown();
     }
 }
 
@@ -293,27 +314,45 @@ fn start_inner(
     }
     let factory: crate::engine::BackendFactory = Arc::new(|| select_backend().0);
     let engine = Engine::new(store, factory, engine_cfg);
+    let metrics = Arc::new(metrics::Metrics::default());
     let shared = Arc::new(Shared {
         ctx: routes::Ctx {
             engine,
             origins: cors::Origins::new(&config.origins),
+            metrics: metrics.clone(),
+            max_inputs: config.max_inputs.max(1),
         },
         max_body: config.max_body_bytes,
-        workers: config.workers.max(1),
+        max_connections: config.max_connections.max(1),
+        shutdown_timeout: config.shutdown_timeout,
         log,
+        debug: log && env_var("OLLAMA_DEBUG").is_some_and(|v| v != "0" && v != "false"),
         shutdown: AtomicBool::new(false),
-        conns: Mutex::new(0),
-        conns_done: Condvar::new(),
+        metrics,
     });
-    let s = shared.clone();
-    let accept = std::thread::Builder::new()
-        .name("quiver-accept".into())
-        .spawn(move || accept_loop(listener, s))
+    let poller = Arc::new(Poller::new().map_err(ServerError::Io)?);
+    let (back_tx, back_rx) = std::sync::mpsc::channel();
+    let pool = pool::Pool::start(
+        config.workers.max(1),
+        QUEUE,
+        shared.clone(),
+        back_tx,
+        poller.clone(),
+    )
+    .map_err(ServerError::Io)?;
+    let workers = pool.handles();
+    let ev = conn::EventLoop::new(listener, poller.clone(), pool, back_rx, shared.clone())
+        .map_err(ServerError::Io)?;
+    let event_loop = std::thread::Builder::new()
+        .name("quiver-conns".into())
+        .spawn(move || ev.run())
         .map_err(ServerError::Io)?;
     Ok(RunningServer {
         addr,
         shared,
-        accept: Some(accept),
+        poller,
+        event_loop: Some(event_loop),
+        workers,
     })
 }
 
@@ -324,6 +363,13 @@ pub fn serve(config: ServerConfig, store: Arc<Store>) -> Result<(), ServerError>
     // Handlers first, so that a signal right after the bind is not the default (kill).
     let mut signals =
         signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(ServerError::Signals)?;
+    raise_fd_limit();
+    for p in store.clean_stale() {
+        eprintln!(
+            "quiver: removed {} (left by an interrupted create or pull)",
+            p.display()
+        );
+    }
     let server = start_inner(config, store, true)?;
     eprintln!(
         "quiver {}: listening on {}",
@@ -346,161 +392,18 @@ pub fn serve(config: ServerConfig, store: Arc<Store>) -> Result<(), ServerError>
     Ok(())
 }
 
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    for stream in listener.incoming() {
-        if shared.shutdown.load(Ordering::SeqCst) {
-            break;
-        }
-        let Ok(stream) = stream else {
-            // Out of file descriptors and the like: back off instead of spinning.
-            std::thread::sleep(Duration::from_millis(10));
-            continue;
-        };
-        let mut n = lock(&shared.conns);
-        if *n >= shared.workers {
-            drop(n);
-            refuse(stream);
-            continue;
-        }
-        *n += 1;
-        drop(n);
-        let s = shared.clone();
-        let spawned = std::thread::Builder::new()
-            .name("quiver-conn".into())
-            .spawn(move || {
-                let _ = catch_unwind(AssertUnwindSafe(|| connection(stream, &s)));
-                let mut n = lock(&s.conns);
-                *n -= 1;
-                s.conns_done.notify_all();
-            });
-        if spawned.is_err() {
-            let mut n = lock(&shared.conns);
-            *n -= 1;
-            shared.conns_done.notify_all();
-        }
-    }
-}
-
-/// Every worker is busy: say so and hang up.
-fn refuse(mut stream: TcpStream) {
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-    let resp = error::ApiError::new(
-        503,
-        "server busy, please try again.  maximum pending requests exceeded",
-    )
-    .ollama();
-    let _ = http::write_response(&mut stream, &resp, false, false);
-    let _ = stream.shutdown(Shutdown::Both);
-}
-
-/// Waits for the first byte of the next request. False when the peer closed, the connection
-/// idled too long, or the server is shutting down.
-fn await_request(reader: &mut BufReader<TcpStream>, shared: &Shared) -> bool {
-    if !reader.buffer().is_empty() {
-        return true;
-    }
-    let since = Instant::now();
-    if reader.get_ref().set_read_timeout(Some(POLL)).is_err() {
-        return false;
-    }
-    loop {
-        match reader.fill_buf() {
-            Ok(buf) => return !buf.is_empty(),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
-                if shared.shutdown.load(Ordering::SeqCst) || since.elapsed() > IDLE_TIMEOUT {
-                    return false;
-                }
-            }
-            Err(_) => return false,
-        }
-    }
-}
-
-fn connection(stream: TcpStream, shared: &Shared) {
-    let _ = stream.set_nodelay(true);
-    let Ok(read_half) = stream.try_clone() else {
-        return;
+/// Connections cost a file descriptor each: lift the soft limit (often 1024) to the hard one,
+/// so that thousands of idle clients do not lock new ones out.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
     };
-    let mut reader = BufReader::with_capacity(64 * 1024, read_half);
-    let mut writer = stream;
-    let _ = writer.set_write_timeout(Some(READ_TIMEOUT));
-    loop {
-        if !await_request(&mut reader, shared) {
-            return;
-        }
-        if reader
-            .get_ref()
-            .set_read_timeout(Some(READ_TIMEOUT))
-            .is_err()
-        {
-            return;
-        }
-        let started = Instant::now();
-        let req = match http::read_request(&mut reader, &mut writer, shared.max_body) {
-            Ok(r) => r,
-            Err(HttpError::Io(_)) => return, // the client went away mid-request
-            Err(HttpError::TooLarge(path)) => {
-                let msg = format!(
-                    "request body too large (the limit is {} bytes)",
-                    shared.max_body
-                );
-                let resp = error::ApiError::new(413, msg).render(&path);
-                let _ = http::write_response(&mut writer, &resp, false, false);
-                linger_close(&writer, &mut reader);
-                return;
-            }
-            Err(HttpError::Bad(status, msg)) => {
-                let resp = error::ApiError::new(status, msg).ollama();
-                let _ = http::write_response(&mut writer, &resp, false, false);
-                linger_close(&writer, &mut reader);
-                return;
-            }
-        };
-        let resp = catch_unwind(AssertUnwindSafe(|| routes::handle(&shared.ctx, &req)))
-            .unwrap_or_else(|_| {
-                error::ApiError::new(500, "internal server error").render(&req.path)
-            });
-        let keep = req.keep_alive() && !shared.shutdown.load(Ordering::SeqCst);
-        if shared.log {
-            eprintln!(
-                "[quiver] {} | {:>10.3?} | {:>15} | {:<7} {:?}",
-                resp.status,
-                started.elapsed(),
-                writer
-                    .peer_addr()
-                    .map(|a| a.ip().to_string())
-                    .unwrap_or_default(),
-                req.method,
-                req.path
-            );
-        }
-        if http::write_response(&mut writer, &resp, req.method == "HEAD", keep).is_err() || !keep {
-            return;
-        }
-    }
-}
-
-/// Closes after an early answer (413, 400) without resetting the connection under the
-/// client's feet: stop writing, then read and discard what it still sends, for a short while.
-fn linger_close(writer: &TcpStream, reader: &mut BufReader<TcpStream>) {
-    let _ = writer.shutdown(Shutdown::Write);
-    let _ = reader
-        .get_ref()
-        .set_read_timeout(Some(Duration::from_millis(250)));
-    let deadline = Instant::now() + Duration::from_secs(2);
-    let mut sink = [0u8; 16 * 1024];
-    let mut drained = 0usize;
-    while Instant::now() < deadline && drained < (64 << 20) {
-        match reader.get_mut().read(&mut sink) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => drained += n,
+    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
 }

@@ -1,15 +1,17 @@
 //! The endpoints: request JSON in, response JSON out. Everything model-related goes through
 //! the engine; this file only validates, dispatches and shapes answers the way Ollama does.
 
+use super::batches::{EmbedJob, RunError, Texts};
 use super::cors::{self, Origins};
 use super::error::ApiError;
 use super::http::{Request, Response};
+use super::metrics::Metrics;
 use crate::embed;
 use crate::engine::{format, Engine, KeepAlive};
 use crate::store::{ModelEntry, ModelSource};
 use base64::Engine as _;
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use std::time::{Instant, UNIX_EPOCH};
@@ -22,6 +24,9 @@ mod manage;
 pub struct Ctx {
     pub engine: Arc<Engine>,
     pub origins: Origins,
+    pub metrics: Arc<Metrics>,
+    /// Inputs per embedding request at most.
+    pub max_inputs: usize,
 }
 
 /// Known paths and the methods each takes (HEAD wherever GET is).
@@ -40,7 +45,10 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/api/create", &["POST"]),
     ("/v1/embeddings", &["POST"]),
     ("/v1/models", &["GET", "HEAD"]),
+    ("/metrics", &["GET", "HEAD"]),
 ];
+
+const JSON: &str = "application/json; charset=utf-8";
 
 pub fn handle(ctx: &Ctx, req: &Request) -> Response {
     let path = match req.path.as_str() {
@@ -101,13 +109,18 @@ pub fn handle(ctx: &Ctx, req: &Request) -> Response {
         "/api/create" => manage::create(ctx, &req.body),
         "/v1/embeddings" => openai_embeddings_handler(ctx, &req.body),
         "/v1/models" => openai_models_handler(ctx),
+        "/metrics" => Ok(Response::new(
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            ctx.metrics.render(ctx.engine.ps().len()).into_bytes(),
+        )),
         _ => Err(ApiError::new(404, "404 page not found")),
     };
     with_cors(result.unwrap_or_else(|e| e.render(path)))
 }
 
 /// The body as `T`; an empty body is Ollama's `missing request body`.
-fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad("missing request body"));
     }
@@ -143,108 +156,68 @@ fn num_ctx(options: Option<&Map<String, Value>>) -> Result<Option<usize>, ApiErr
     }
 }
 
-/// The inputs of an embed request: a string or a list of strings. `""` and `[]` are no inputs.
-fn inputs(v: Option<Value>) -> Result<Vec<String>, ApiError> {
-    let invalid = || ApiError::bad("invalid input type");
-    match v {
-        None => Ok(Vec::new()),
-        Some(Value::String(s)) if s.is_empty() => Ok(Vec::new()),
-        Some(Value::String(s)) => Ok(vec![s]),
-        Some(Value::Array(items)) => items
-            .into_iter()
-            .map(|i| match i {
-                Value::String(s) => Ok(s),
-                _ => Err(invalid()),
-            })
-            .collect(),
-        Some(_) => Err(invalid()),
-    }
-}
-
-struct Embedded {
-    /// Pooled, unnormalised, in input order.
-    vectors: Vec<Vec<f32>>,
-    tokens: usize,
-    load_ns: u128,
-}
-
-/// Loads `model` (or finds it loaded), tokenises and fits every input, and embeds them all
-/// through the model's batching queue.
-fn embed_texts(
-    ctx: &Ctx,
-    model: &str,
-    texts: &[String],
-    truncate: bool,
-    num_ctx: Option<usize>,
-    keep_alive: Option<KeepAlive>,
-) -> Result<Embedded, ApiError> {
-    let lease = ctx
-        .engine
-        .acquire(model, keep_alive)
-        .map_err(|e| ApiError::from_engine(e, model))?;
-    let load_ns = lease.load_duration.as_nanos();
-    let seqs = texts
-        .iter()
-        .map(|t| lease.model().prepare(t, num_ctx, truncate))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(ApiError::from)?;
-    let tokens = seqs.iter().map(Vec::len).sum();
-    let vectors = lease
-        .embed_tokens(seqs)
-        .map_err(|e| ApiError::from_engine(e, model))?;
-    Ok(Embedded {
-        vectors,
-        tokens,
-        load_ns,
-    })
-}
-
-/// Normalises, then applies `dimensions` (keep the first N, normalise again).
-fn finish(mut vectors: Vec<Vec<f32>>, dimensions: Option<i64>) -> Vec<Vec<f32>> {
-    for v in &mut vectors {
-        embed::normalize(v);
-        if let Some(d) = dimensions.filter(|&d| d > 0) {
-            embed::truncate_dims(v, d as usize);
-        }
-    }
-    vectors
-}
-
 #[derive(Deserialize)]
-struct EmbedRequest {
+struct EmbedRequest<'a> {
     model: Option<String>,
-    input: Option<Value>,
+    #[serde(borrow)]
+    input: Option<&'a RawValue>,
     truncate: Option<bool>,
     dimensions: Option<i64>,
     options: Option<Map<String, Value>>,
     keep_alive: Option<Value>,
 }
 
+/// Normalises one vector, then applies `dimensions` (keep the first N, normalise again).
+fn finish_one(v: &mut Vec<f32>, dimensions: Option<i64>) {
+    embed::normalize(v);
+    if let Some(d) = dimensions.filter(|&d| d > 0) {
+        embed::truncate_dims(v, d as usize);
+    }
+}
+
+/// The answer is streamed: each chunk of inputs is embedded and written before the next one
+/// is tokenised (see [`super::batches`]), so memory does not grow with the number of inputs.
 fn embed_handler(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
     let started = Instant::now();
     let r: EmbedRequest = parse_json(body)?;
     let ka = keep_alive(r.keep_alive.as_ref())?;
-    let texts = inputs(r.input)?;
+    let texts = Texts::parse(r.input, ctx.max_inputs, false)?;
     let model = required_model(r.model)?;
     let num_ctx = num_ctx(r.options.as_ref())?;
-    let e = embed_texts(ctx, &model, &texts, r.truncate.unwrap_or(true), num_ctx, ka)?;
-    if texts.is_empty() {
+    let job = EmbedJob::start(
+        &ctx.engine,
+        &model,
+        texts,
+        r.truncate.unwrap_or(true),
+        num_ctx,
+        ka,
+    )?;
+    if job.is_empty() {
         return Ok(Response::json(
             200,
             &json!({ "model": model, "embeddings": [] }),
         ));
     }
-    let embeddings = finish(e.vectors, r.dimensions);
-    Ok(Response::json(
-        200,
-        &json!({
-            "model": model,
-            "embeddings": embeddings,
-            "total_duration": started.elapsed().as_nanos() as u64,
-            "load_duration": e.load_ns as u64,
-            "prompt_eval_count": e.tokens,
-        }),
-    ))
+    let (dims, metrics) = (r.dimensions, ctx.metrics.clone());
+    Ok(Response::stream(200, JSON, move |w| {
+        w.write_all(b"{\"model\":")?;
+        serde_json::to_writer(&mut *w, &model)?;
+        w.write_all(b",\"embeddings\":[")?;
+        let (inputs, tokens, load_ns) = (job.len(), job.tokens, job.load_duration.as_nanos());
+        let took = job.run(|i, mut v| {
+            if i > 0 {
+                w.write_all(b",")?;
+            }
+            finish_one(&mut v, dims);
+            Ok(serde_json::to_writer(&mut *w, &v)?)
+        })?;
+        metrics.embedded(inputs, tokens, took);
+        write!(
+            w,
+            "],\"total_duration\":{},\"load_duration\":{load_ns},\"prompt_eval_count\":{tokens}}}",
+            started.elapsed().as_nanos()
+        )
+    }))
 }
 
 #[derive(Deserialize)]
@@ -261,21 +234,19 @@ fn embeddings_handler(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
     let model = required_model(r.model)?;
     let num_ctx = num_ctx(r.options.as_ref())?;
     let prompt = r.prompt.unwrap_or_default();
-    let texts: Vec<String> = if prompt.is_empty() {
-        Vec::new()
-    } else {
-        vec![prompt]
-    };
-    let e = embed_texts(ctx, &model, &texts, true, num_ctx, ka)?;
+    let texts = Texts::one(&prompt);
+    let job = EmbedJob::start(&ctx.engine, &model, texts, true, num_ctx, ka)?;
+    let mut vector = Vec::new();
+    job.run(|_, v| {
+        vector = v;
+        Ok(())
+    })
+    .map_err(|e| match e {
+        RunError::Model(e) => e,
+        RunError::Write(e) => ApiError::new(500, e.to_string()),
+    })?;
     // Ollama answers float64s of its float32 vector; clients read either.
-    let embedding: Vec<f64> = e
-        .vectors
-        .into_iter()
-        .next()
-        .unwrap_or_default()
-        .into_iter()
-        .map(f64::from)
-        .collect();
+    let embedding: Vec<f64> = vector.into_iter().map(f64::from).collect();
     Ok(Response::json(200, &json!({ "embedding": embedding })))
 }
 
@@ -383,22 +354,22 @@ fn show_handler(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
 }
 
 #[derive(Deserialize)]
-struct OpenAiEmbedRequest {
+struct OpenAiEmbedRequest<'a> {
     model: Option<String>,
-    input: Option<Value>,
+    #[serde(borrow)]
+    input: Option<&'a RawValue>,
     encoding_format: Option<String>,
     dimensions: Option<i64>,
 }
 
+/// Streamed like [`embed_handler`].
 fn openai_embeddings_handler(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
     let r: OpenAiEmbedRequest = parse_json(body)?;
     // As Ollama's OpenAI layer: a missing input or an empty list is an error, "" is one input.
-    let texts = match r.input {
-        None | Some(Value::Null) => return Err(ApiError::bad("invalid input")),
-        Some(Value::Array(a)) if a.is_empty() => return Err(ApiError::bad("invalid input")),
-        Some(Value::String(s)) if s.is_empty() => vec![String::new()],
-        other => inputs(other)?,
-    };
+    let texts = Texts::parse(r.input, ctx.max_inputs, true)?;
+    if texts.is_empty() {
+        return Err(ApiError::bad("invalid input"));
+    }
     let base64 = match r.encoding_format.as_deref() {
         None | Some("") | Some("float") => false,
         Some("base64") => true,
@@ -409,29 +380,34 @@ fn openai_embeddings_handler(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiErro
         }
     };
     let model = required_model(r.model)?;
-    let e = embed_texts(ctx, &model, &texts, true, None, None)?;
-    let data: Vec<Value> = finish(e.vectors, r.dimensions)
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let embedding = if base64 {
+    let job = EmbedJob::start(&ctx.engine, &model, texts, true, None, None)?;
+    let (dims, metrics) = (r.dimensions, ctx.metrics.clone());
+    Ok(Response::stream(200, JSON, move |w| {
+        w.write_all(b"{\"object\":\"list\",\"data\":[")?;
+        let (inputs, tokens) = (job.len(), job.tokens);
+        let took = job.run(|i, mut v| {
+            if i > 0 {
+                w.write_all(b",")?;
+            }
+            finish_one(&mut v, dims);
+            w.write_all(b"{\"object\":\"embedding\",\"embedding\":")?;
+            if base64 {
                 let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+                let text = base64::engine::general_purpose::STANDARD.encode(bytes);
+                serde_json::to_writer(&mut *w, &text)?;
             } else {
-                json!(v)
-            };
-            json!({ "object": "embedding", "embedding": embedding, "index": i })
-        })
-        .collect();
-    Ok(Response::json(
-        200,
-        &json!({
-            "object": "list",
-            "data": data,
-            "model": model,
-            "usage": { "prompt_tokens": e.tokens, "total_tokens": e.tokens },
-        }),
-    ))
+                serde_json::to_writer(&mut *w, &v)?;
+            }
+            write!(w, ",\"index\":{i}}}")
+        })?;
+        metrics.embedded(inputs, tokens, took);
+        w.write_all(b"],\"model\":")?;
+        serde_json::to_writer(&mut *w, &model)?;
+        write!(
+            w,
+            ",\"usage\":{{\"prompt_tokens\":{tokens},\"total_tokens\":{tokens}}}}}"
+        )
+    }))
 }
 
 fn openai_models_handler(ctx: &Ctx) -> Result<Response, ApiError> {

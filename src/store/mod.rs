@@ -7,6 +7,7 @@
 //! `application/vnd.ollama.image.model` is the GGUF file).
 
 pub mod bundled;
+pub mod hygiene;
 mod install;
 mod manifest;
 mod name;
@@ -255,6 +256,15 @@ impl Store {
             ))),
             _ => Err(StoreError::NotFound(name.to_string())),
         }
+    }
+
+    /// Removes what interrupted creates and pulls left in the root Quiver writes to (the
+    /// first; see [`hygiene`]); returns the paths removed.
+    pub fn clean_stale(&self) -> Vec<PathBuf> {
+        self.roots
+            .first()
+            .map(|r| hygiene::clean(r).unwrap_or_default())
+            .unwrap_or_default()
     }
 
     /// The bundled default model, if this binary carries one.

@@ -89,7 +89,8 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     s
 }
 
-/// Reads one response (the server always sends Content-Length).
+/// Reads one response: Content-Length, or chunked transfer encoding (large embedding answers
+/// are streamed).
 pub fn read_reply(r: &mut impl BufRead, head_only: bool) -> Reply {
     let mut line = String::new();
     r.read_line(&mut line).unwrap();
@@ -110,16 +111,45 @@ pub fn read_reply(r: &mut impl BufRead, head_only: bool) -> Reply {
         let (k, v) = h.split_once(':').unwrap();
         headers.push((k.trim().to_string(), v.trim().to_string()));
     }
-    let len: usize = headers
+    let chunked = headers
         .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .map_or(0, |(_, v)| v.parse().unwrap());
-    let mut body = vec![0; if head_only { 0 } else { len }];
-    r.read_exact(&mut body).unwrap();
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v == "chunked");
+    let body = if head_only {
+        Vec::new()
+    } else if chunked {
+        read_chunked(r)
+    } else {
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .map_or(0, |(_, v)| v.parse().unwrap());
+        let mut body = vec![0; len];
+        r.read_exact(&mut body).unwrap();
+        body
+    };
     Reply {
         status,
         headers,
         body,
+    }
+}
+
+/// A chunked body, strictly: panics on anything but hex sizes and CRLFs, or a missing last
+/// chunk (a stream cut short).
+pub fn read_chunked(r: &mut impl BufRead) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let mut size = String::new();
+        r.read_line(&mut size).unwrap();
+        let size = usize::from_str_radix(size.trim_end(), 16)
+            .unwrap_or_else(|_| panic!("bad chunk size {size:?}"));
+        let mut chunk = vec![0; size + 2];
+        r.read_exact(&mut chunk).unwrap();
+        assert_eq!(&chunk[size..], b"\r\n");
+        if size == 0 {
+            return body;
+        }
+        body.extend_from_slice(&chunk[..size]);
     }
 }
 
