@@ -62,3 +62,10 @@ fn vocabulary_and_special_ends() {
     assert_eq!(t.suffix(), [2]); // </s>
     assert_eq!(t.encode(""), [0, 2]);
 }
+
+#[test]
+fn battery_matches_llama_cpp() {
+    let j = read_json("ugm-battery-llamacpp.json");
+    assert_eq!(j["model"]["file"], "tiny-xlmr-bert.gguf");
+    check(j["cases"].as_array().unwrap(), "ugm battery");
+}
