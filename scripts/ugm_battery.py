@@ -75,9 +75,11 @@ def main():
     tool, model, out = sys.argv[1:]
     cases = []
     for text in INPUTS:
+        # llama-tokenize refuses an empty -p; the empty input goes through --stdin instead.
+        prompt = ["-p", text] if text else ["--stdin"]
         r = subprocess.run(
-            [tool, "-m", model, "-p", text, "--ids", "--no-escape", "--log-disable"],
-            capture_output=True, text=True, check=True,
+            [tool, "-m", model, *prompt, "--ids", "--no-escape", "--log-disable"],
+            input="", capture_output=True, text=True, check=True,
         )
         line = r.stdout.strip().splitlines()[-1]
         cases.append({"input": text, "ids": json.loads(line)})
@@ -87,7 +89,8 @@ def main():
               "cmake -DGGML_NATIVE=ON -DLLAMA_CURL=OFF)")
     if os.path.basename(tool) == "llama-tokenize":
         how = (f"{source}: llama-tokenize -m MODEL -p INPUT --ids --no-escape --log-disable, one "
-               "input per run (bos and eos per the file's flags, special-token text parsed).")
+               "input per run (the empty input through --stdin; bos and eos per the file's flags, "
+               "special-token text parsed).")
     else:
         how = (f"{source}: its libllama called as llama-tokenize calls it (vocab_only load, "
                "llama_tokenize with add_special = the vocabulary's add_bos and parse_special = true), "
