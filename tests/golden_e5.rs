@@ -76,11 +76,14 @@ fn e5_translations_are_near_each_other() {
     ];
     let v = model.embed(&texts).unwrap();
     let unrelated = &v[4];
+    let (mut nearest_far, mut farthest_near) = (f64::MIN, f64::MAX);
     for i in 0..4 {
         let far = cosine(&v[i], unrelated);
+        nearest_far = nearest_far.max(far);
         for j in 0..4 {
             if i != j {
                 let near = cosine(&v[i], &v[j]);
+                farthest_near = farthest_near.min(near);
                 assert!(
                     near > far,
                     "{:?} ~ {:?} = {near:.4} is not above {far:.4} with {:?}",
@@ -91,6 +94,7 @@ fn e5_translations_are_near_each_other() {
             }
         }
     }
+    println!("translations: lowest cosine {farthest_near:.4}; unrelated: highest {nearest_far:.4}");
 }
 
 #[test]
@@ -106,6 +110,7 @@ fn e5_query_finds_its_passage() {
         ])
         .unwrap();
     let (bread, tax) = (cosine(&v[0], &v[1]), cosine(&v[0], &v[2]));
+    println!("bread query: bread passage {bread:.4}, tax passage {tax:.4}");
     assert!(
         bread > tax,
         "bread passage {bread:.4} vs tax passage {tax:.4}"

@@ -62,3 +62,67 @@ fn vocabulary_and_special_ends() {
     assert_eq!(t.suffix(), [2]); // </s>
     assert_eq!(t.encode(""), [0, 2]);
 }
+
+#[test]
+fn battery_matches_llama_cpp() {
+    let j = read_json("ugm-battery-llamacpp.json");
+    assert_eq!(j["model"]["file"], "tiny-xlmr-bert.gguf");
+    check(j["cases"].as_array().unwrap(), "ugm battery");
+}
+
+/// Random mixtures of the pieces that stress each stage (special-token text and fragments of
+/// it, whitespace, characters the charsmap rewrites or deletes, unknown characters): every id
+/// is in the vocabulary, bos/eos are in place, and nothing panics.
+#[test]
+fn random_text_gives_valid_ids() {
+    const PIECES: &[&str] = &[
+        "a",
+        "Z",
+        " ",
+        "  ",
+        "\t",
+        "\n",
+        "\r\n",
+        "<s>",
+        "</s>",
+        "<mask>",
+        "<unk>",
+        "<",
+        "s>",
+        "▁",
+        "ﬁ",
+        "①",
+        "ｶﾞ",
+        "\u{301}",
+        "é",
+        "中",
+        "😀",
+        "\u{200d}",
+        "\u{fffd}",
+        "\u{e000}",
+        "𓀀",
+        "\u{7}",
+        "ß",
+        "İ",
+        "\u{3000}",
+        "١",
+        "[PAD250001]",
+    ];
+    let t = xlmr();
+    let mut rng = common::Rng(7);
+    for _ in 0..2000 {
+        let n = ((rng.next() + 1.0) * 12.0) as usize;
+        let text: String = (0..n)
+            .map(|_| {
+                PIECES[((rng.next() + 1.0) * 0.5 * PIECES.len() as f32) as usize % PIECES.len()]
+            })
+            .collect();
+        let ids = t.encode(&text);
+        assert!(ids.len() >= 2, "{text:?}");
+        assert_eq!((ids[0], ids[ids.len() - 1]), (0, 2), "{text:?}");
+        assert!(
+            ids.iter().all(|&id| (id as usize) < t.vocab_size()),
+            "{text:?}"
+        );
+    }
+}

@@ -30,7 +30,7 @@ impl Charsmap {
             return Err(invalid("shorter than its 4-byte header"));
         };
         let n = u32::from_le_bytes(*head) as usize;
-        if n % 4 != 0 || n == 0 || n >= rest.len() {
+        if !n.is_multiple_of(4) || n == 0 || n >= rest.len() {
             return Err(invalid(&format!(
                 "trie of {n} bytes does not fit a map of {} bytes",
                 bytes.len()

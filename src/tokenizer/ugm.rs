@@ -119,7 +119,7 @@ impl Unigram {
 
         let charsmap = match g.get_array("tokenizer.ggml.precompiled_charsmap") {
             None => None,
-            Some(a) if a.is_empty() => None,
+            Some([]) => None,
             Some(a) => Some(Charsmap::parse(&bytes(a)?)?),
         };
         let lstrip = g
