@@ -401,3 +401,54 @@ fn local_layers_see_a_symmetric_window_global_ones_everything() {
     );
     assert!(global.iter().all(|&d| d > 1e-4), "{global:?}");
 }
+
+/// Ollama's embeddinggemma is the same graph labelled `gemma3`, told from the generative
+/// Gemma-3 by its `gemma3.pooling_type`, with `dense.0`/`dense.1` and Ollama's key for the
+/// local RoPE base: it gives the gemma-embedding file's hidden states and projection bit for
+/// bit. Without a pooling type a `gemma3` file stays an unsupported (generative) architecture.
+#[test]
+fn ollamas_gemma3_labelled_embeddinggemma_runs_the_same_graph() {
+    let ours = tiny();
+    let relabel = |t: &Tiny, pooling: bool| {
+        let mut meta: Vec<(String, Value)> = t
+            .meta
+            .iter()
+            .filter(|(k, _)| pooling || k != &key("pooling_type"))
+            .map(|(k, v)| match k.strip_prefix("gemma-embedding.") {
+                Some(rest) => (format!("gemma3.{rest}"), v.clone()),
+                None if k == "general.architecture" => (k.clone(), Value::String("gemma3".into())),
+                None => (k.clone(), v.clone()),
+            })
+            .collect();
+        meta.push(("gemma3.rope.local.freq_base".into(), Value::F32(10_000.0)));
+        let tensors = t
+            .tensors
+            .iter()
+            .map(|(n, s)| {
+                let n = n
+                    .replace("dense_2.", "dense.0.")
+                    .replace("dense_3.", "dense.1.");
+                (n, s.clone())
+            })
+            .collect();
+        Tiny { meta, tensors }
+    };
+    let ollama = relabel(&ours, true);
+    let (a, b) = (
+        arch::load(Arc::new(ours.file())).expect("gemma-embedding"),
+        arch::load(Arc::new(ollama.file())).expect("Ollama's gemma3 embedding file"),
+    );
+    let cpu = Cpu::new();
+    let batch = arch::Batch::new(&[vec![1u32, 2, 3, 4, 5], vec![6, 7]]);
+    let (ha, hb) = (a.forward(&cpu, &batch), b.forward(&cpu, &batch));
+    assert_eq!(ha, hb);
+    let (mut pa, mut pb) = (vec![ha[..E].to_vec()], vec![hb[..E].to_vec()]);
+    a.project(&cpu, &mut pa);
+    b.project(&cpu, &mut pb);
+    assert_eq!(pa, pb);
+    let generative = relabel(&ours, false);
+    assert!(matches!(
+        arch::load(Arc::new(generative.file())),
+        Err(LoadError::UnknownArchitecture(a)) if a == "gemma3"
+    ));
+}

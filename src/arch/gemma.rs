@@ -18,11 +18,23 @@ use std::sync::{Arc, Mutex};
 /// `general.architecture` and the prefix of its metadata keys.
 pub const ARCH: &str = "gemma-embedding";
 
+/// Ollama's embeddinggemma labels the same graph `gemma3` and tells it from the generative
+/// Gemma-3 by a `gemma3.pooling_type` key (see [`is_ollama_embedding`]).
+pub const OLLAMA_ARCH: &str = "gemma3";
+
+/// A `gemma3` file that is an embedding model (Ollama's embeddinggemma): it has a pooling type.
+/// A generative Gemma-3 has none and stays unsupported.
+pub fn is_ollama_embedding(file: &GgufFile) -> bool {
+    file.header
+        .get_u64(&format!("{OLLAMA_ARCH}.pooling_type"))
+        .is_some()
+}
+
 /// Gemma-3 makes every sixth layer global when the file has no `sliding_window_pattern`
 /// (llama.cpp's `set_swa_pattern(6)`): layers 5, 11, 17, … see the whole sequence.
 const DEFAULT_SWA_PERIOD: usize = 6;
 
-/// Hyper-parameters, from the `gemma-embedding.*` keys.
+/// Hyper-parameters, from the `gemma-embedding.*` (or `gemma3.*`) keys.
 #[derive(Clone, Debug)]
 pub struct Config {
     pub n_layer: usize,
@@ -83,11 +95,10 @@ pub struct Gemma {
 const DENSE_NAMES: [[&str; 2]; 2] = [["dense_2", "dense_3"], ["dense.0", "dense.1"]];
 
 impl Gemma {
-    pub fn load(file: Arc<GgufFile>) -> Result<Gemma, LoadError> {
-        let l = Loader {
-            file: &file,
-            arch: ARCH,
-        };
+    /// `arch` is the file's `general.architecture`: [`ARCH`], or [`OLLAMA_ARCH`] for Ollama's
+    /// files, whose keys carry that prefix.
+    pub fn load(file: Arc<GgufFile>, arch: &str) -> Result<Gemma, LoadError> {
+        let l = Loader { file: &file, arch };
         let n_embd = l.usize("embedding_length")?;
         let (n_head, n_head_kv) = gqa_heads(&l)?;
         // Gemma's heads are not n_embd / n_head wide (256 × 4 heads over a width of 640).
@@ -110,10 +121,10 @@ impl Gemma {
         let n_layer = l.usize("block_count")?;
         let window = l.usize("attention.sliding_window")?;
         let local = swa_layers(&l, n_layer)?;
-        let pooling = match file.header.get_u64(&format!("{ARCH}.pooling_type")) {
+        let pooling = match file.header.get_u64(&format!("{arch}.pooling_type")) {
             None => Pooling::Mean,
             Some(code) => Pooling::from_gguf(code).ok_or_else(|| {
-                LoadError::Invalid(format!("{ARCH}.pooling_type {code} is unknown"))
+                LoadError::Invalid(format!("{arch}.pooling_type {code} is unknown"))
             })?,
         };
         let token_embd = file
@@ -132,7 +143,11 @@ impl Gemma {
             n_vocab: token_embd.shape[1],
             eps: l.f32_or("attention.layer_norm_rms_epsilon", 1e-6),
             freq_base: l.f32_or("rope.freq_base", 1_000_000.0),
-            freq_base_swa: l.f32_or("rope.freq_base_swa", 10_000.0),
+            // llama.cpp's key, else the one Ollama's converter writes.
+            freq_base_swa: l.f32_or(
+                "rope.freq_base_swa",
+                l.f32_or("rope.local.freq_base", 10_000.0),
+            ),
             swa_radius: window / 2,
             pooling,
         };
@@ -192,7 +207,7 @@ impl Gemma {
 /// Which layers are local: `attention.sliding_window_pattern` (one bool per layer, true =
 /// sliding window) when the file has it, else Gemma-3's five local layers to one global.
 fn swa_layers(l: &Loader, n_layer: usize) -> Result<Vec<bool>, LoadError> {
-    let key = format!("{ARCH}.attention.sliding_window_pattern");
+    let key = format!("{}.attention.sliding_window_pattern", l.arch);
     match l.file.header.get(&key) {
         None => Ok((0..n_layer)
             .map(|i| i % DEFAULT_SWA_PERIOD < DEFAULT_SWA_PERIOD - 1)

@@ -99,7 +99,10 @@ pub fn load(file: Arc<GgufFile>) -> Result<Box<dyn Architecture>, LoadError> {
         .ok_or(LoadError::MissingKey("general.architecture".into()))?;
     match arch {
         a if bert_table::spec(a).is_some() => Ok(Box::new(bert::Bert::load(file.clone())?)),
-        gemma::ARCH => Ok(Box::new(gemma::Gemma::load(file)?)),
+        gemma::ARCH => Ok(Box::new(gemma::Gemma::load(file.clone(), arch)?)),
+        gemma::OLLAMA_ARCH if gemma::is_ollama_embedding(&file) => {
+            Ok(Box::new(gemma::Gemma::load(file.clone(), arch)?))
+        }
         "llama" | "qwen2" | "qwen3" | "mistral" => {
             Ok(Box::new(llama::Llama::load(file.clone(), arch)?))
         }
