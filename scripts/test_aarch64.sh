@@ -32,6 +32,9 @@ if [ -x /usr/bin/rustc ]; then
     ls "$sysroot/lib/rustlib/$TRIPLE/lib/"libstd-*.rlib >/dev/null 2>&1 || need_install=1
 fi
 [ -e /lib/ld-linux-aarch64.so.1 ] || need_install=1
+# The C runtime objects the linker needs (crti.o, Scrt1.o): gcc-aarch64-linux-gnu only
+# recommends them, and recommends are not installed below.
+[ -e /usr/aarch64-linux-gnu/lib/crti.o ] || need_install=1
 
 if [ "$need_install" = 1 ]; then
     if [ "${SKIP_INSTALL:-0}" = 1 ]; then
@@ -46,7 +49,7 @@ if [ "$need_install" = 1 ]; then
     if ! { $SUDO dpkg --add-architecture arm64 && $SUDO apt-get update -qq &&
         $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
             rustc-web cargo-web libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu \
-            qemu-user-static libc6:arm64 >/dev/null; }; then
+            libc6-dev-arm64-cross qemu-user-static libc6:arm64 >/dev/null; }; then
         echo "test_aarch64: SKIPPED: the aarch64 cross toolchain could not be installed" >&2
         exit 0
     fi
