@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Quiver against llama.cpp's llama-server over HTTP on the same GGUF, the two alternated round by
 # round (this VM's speed drifts by 20-45 % within minutes, so each round's ratio compares
-# neighbours): queries at batch 32 and 256, passages at batch 64, same corpus, same threads.
+# neighbours): queries and passages at the given batch sizes, same corpus, same threads.
 #
 #   scripts/bench_versus_llama.sh MODEL.gguf [ROUNDS]
 #
 # Environment (defaults in brackets):
 #   THREADS [2]   compute threads for both engines
-#   LLAMA_SERVER [/work/llama/build/bin/llama-server]   built from the llama_cpp_python sdist
+#   QUERY_BATCHES [32,256], PASSAGE_BATCHES [64]   batch sizes (inputs per request)
+#   LLAMA_ARGS []  more bench_llama_server.py options, e.g. "--parallel 4 --ctx 2048 --ubatch 1024"
+#                 (its better setting for passages: it attends over the whole ubatch)
+#   LLAMA_SERVER [/work/llama/build-noamx/bin/llama-server]   built from the llama_cpp_python sdist
+#                 (GGML_NATIVE=OFF with AVX-512/VNNI/BF16 on and AMX off: this VM lists AMX but
+#                 faults on it, so a native build dies with SIGILL on Q4_0 models)
 #   OUT [/tmp/quiver-versus-llama]                       JSON per round and logs
 # Prints, per row, both engines' median embeddings/s over the rounds and the median of the
 # per-round ratios quiver / llama-server with their range.
@@ -16,7 +21,10 @@ set -euo pipefail
 MODEL=${1:?usage: bench_versus_llama.sh MODEL.gguf [ROUNDS]}
 ROUNDS=${2:-5}
 THREADS=${THREADS:-2}
-LLAMA_SERVER=${LLAMA_SERVER:-/work/llama/build/bin/llama-server}
+QUERY_BATCHES=${QUERY_BATCHES:-32,256}
+PASSAGE_BATCHES=${PASSAGE_BATCHES:-64}
+LLAMA_ARGS=${LLAMA_ARGS:-}
+LLAMA_SERVER=${LLAMA_SERVER:-/work/llama/build-noamx/bin/llama-server}
 OUT=${OUT:-/tmp/quiver-versus-llama}
 mkdir -p "$OUT"
 [ -x "$LLAMA_SERVER" ] || { echo "llama-server not found at $LLAMA_SERVER" >&2; exit 1; }
@@ -37,7 +45,7 @@ quiver_round() { # $1 = output JSON
         sleep 0.1
     done
     "$BIN" --url "http://127.0.0.1:$port" --http-only --http-model quiver-bench \
-        --batch 32,256 --passage-batch 64 --reps 1 --latency-requests 20 --concurrency 0 \
+        --batch "$QUERY_BATCHES" --passage-batch "$PASSAGE_BATCHES" --reps 1 --latency-requests 20 --concurrency 0 \
         --json "$1" >/dev/null || true
     kill -TERM "$pid"
     wait "$pid" || true
@@ -52,7 +60,7 @@ for r in $(seq "$ROUNDS"); do
         else
             LLAMA_SERVER_LOG="$OUT/llama-server.log" python3 scripts/bench_llama_server.py \
                 "$LLAMA_SERVER" "$MODEL" "$OUT/corpus.json" --threads "$THREADS" --reps 1 \
-                --query-batches 32,256 --latency-requests 20 --json "$OUT/llama.$r.json" >/dev/null
+                --query-batches "$QUERY_BATCHES" --passage-batches "$PASSAGE_BATCHES" --latency-requests 20 $LLAMA_ARGS --json "$OUT/llama.$r.json" >/dev/null
         fi
     done
     echo "round $r of $ROUNDS done" >&2
