@@ -102,7 +102,7 @@ fn pack_layers(file: &Arc<GgufFile>) -> Packed {
         // keyed by its slab's address, as the architecture slices it.
         let (k, n, n_mat) = (t.shape[0], t.shape[1], t.shape[2].max(1));
         let data = &file.bytes()[t.offset..t.offset + t.len];
-        if data.len() % n_mat != 0 {
+        if !data.len().is_multiple_of(n_mat) {
             continue;
         }
         let mut packed_any = false;
