@@ -23,12 +23,9 @@ LLAMA_SERVER=${LLAMA_SERVER:-/tmp/anchors/llama/llama_cpp_python-0.3.36/vendor/l
 OUT=${OUT:-/tmp/quiver-compare}
 mkdir -p "$OUT"
 
-# The bench binary (a harness-less cargo bench target, release profile).
-BIN=$(cargo bench --bench quiver_bench --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))$/\1/p' | tail -n 1)
-[ -x "$BIN" ] || { echo "could not build the quiver_bench target" >&2; exit 1; }
+. "$(dirname "$0")/bench_common.sh"
+BIN=$(bench_binary)
 "$BIN" --dump-corpus "$OUT/corpus.json"
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # quiver: the server alone in one process (so its VmHWM is the server's), the client in another.
 quiver_http() { # $1 = label, $2 = gguf
@@ -36,10 +33,7 @@ quiver_http() { # $1 = label, $2 = gguf
     port=$(free_port)
     RAYON_NUM_THREADS=$THREADS "$BIN" --serve "127.0.0.1:$port" --model "$2" 2>"$OUT/$1.server.log" &
     pid=$!
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-        sleep 0.1
-    done
+    wait_for_port "$port" || true
     "$BIN" --url "http://127.0.0.1:$port" --http-only --http-model quiver-bench \
         --batch 32,256 --passage-batch 64 --reps "$REPS" --json "$OUT/$1.json" || true
     awk '/VmHWM/ {print $2}' "/proc/$pid/status" > "$OUT/$1.rss_kib"

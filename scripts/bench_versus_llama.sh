@@ -29,21 +29,16 @@ OUT=${OUT:-/tmp/quiver-versus-llama}
 mkdir -p "$OUT"
 [ -x "$LLAMA_SERVER" ] || { echo "llama-server not found at $LLAMA_SERVER" >&2; exit 1; }
 
-BIN=$(cargo bench --bench quiver_bench --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))$/\1/p' | tail -n 1)
-[ -x "$BIN" ] || { echo "could not build the quiver_bench target" >&2; exit 1; }
+. "$(dirname "$0")/bench_common.sh"
+BIN=$(bench_binary)
 "$BIN" --dump-corpus "$OUT/corpus.json"
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 quiver_round() { # $1 = output JSON
     local port pid
     port=$(free_port)
     RAYON_NUM_THREADS=$THREADS "$BIN" --serve "127.0.0.1:$port" --model "$MODEL" 2>"$OUT/quiver.server.log" &
     pid=$!
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-        sleep 0.1
-    done
+    wait_for_port "$port" || true
     "$BIN" --url "http://127.0.0.1:$port" --http-only --http-model quiver-bench \
         --batch "$QUERY_BATCHES" --passage-batch "$PASSAGE_BATCHES" --reps 1 --latency-requests 20 --concurrency 0 \
         --json "$1" >/dev/null || true
