@@ -37,29 +37,7 @@ fn e5_matches_llama_cpp() {
     let Some(model) = model() else { return };
     assert_eq!(model.info.pooling, Pooling::Mean);
     assert_eq!(model.info.embedding_length, 384);
-    let j = read_json("new-archs-llamacpp.json");
-    let results = j["models"]["multilingual-e5-small-q4_0"]["results"]
-        .as_array()
-        .unwrap();
-    assert_eq!(results.len(), 21);
-    let mut seqs = Vec::new();
-    for r in results {
-        let input = r["input"].as_str().unwrap();
-        let ids = model.tokenize(input);
-        assert_eq!(ids, u32s(&r["ids"]), "token ids of {input:?}");
-        seqs.push(ids);
-    }
-    let pooled = model.embed_tokens(&seqs).unwrap();
-    let mut worst = f64::MAX;
-    for (r, v) in results.iter().zip(&pooled) {
-        let cos = cosine(v, &f32s(&r["embedding_raw"]));
-        worst = worst.min(cos);
-        assert!(
-            cos >= 0.999,
-            "{:?}: cosine {cos} with llama.cpp",
-            r["input"].as_str().unwrap()
-        );
-    }
+    let worst = matches_reference(model, "multilingual-e5-small-q4_0", 0.999);
     println!("multilingual-e5-small: worst cosine {worst:.6} over 21 inputs");
 }
 

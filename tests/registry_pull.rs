@@ -3,9 +3,11 @@
 //! the right bytes and never shows a partial model, corrupted bytes and a stalled registry give
 //! clear errors and leave nothing behind.
 
+mod common;
 mod registry_common;
 mod server_common;
 
+use common::files;
 use quiver::registry::{self, Options, Progress};
 use quiver::store::Store;
 use registry_common::{Mode, Proxy, Registry, TempDir};
@@ -30,24 +32,6 @@ fn sha256_file(p: &Path) -> String {
     let mut h = Sha256::new();
     std::io::copy(&mut std::fs::File::open(p).unwrap(), &mut h).unwrap();
     format!("{:x}", h.finalize())
-}
-
-/// Every file under `dir`, as paths relative to it.
-fn files(dir: &Path) -> Vec<String> {
-    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(base, &p, out);
-            } else {
-                out.push(p.strip_prefix(base).unwrap().display().to_string());
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out);
-    out.sort();
-    out
 }
 
 /// A store in `root` holding the Q8_0 fixture as `name`.

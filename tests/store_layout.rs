@@ -1,6 +1,9 @@
 //! The store reads and writes Ollama's on-disk layout: `manifests/<host>/<ns>/<model>/<tag>`
 //! and `blobs/sha256-<hex>`.
 
+mod common;
+
+use common::files;
 use quiver::store::{ModelSource, Store, StoreError};
 use std::path::{Path, PathBuf};
 
@@ -40,24 +43,6 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// Every file under `dir`, relative, sorted.
-fn files(dir: &Path) -> Vec<String> {
-    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(base, &p, out);
-            } else {
-                out.push(p.strip_prefix(base).unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out);
-    out.sort();
-    out
 }
 
 /// Lays out a model the way `ollama pull` does: the GGUF as a blob, a config blob, a manifest.

@@ -225,3 +225,49 @@ pub fn random_blocks(dtype: quiver::tensor::DType, n: usize, r: &mut Rng) -> Vec
     }
     out
 }
+
+/// Every file under `dir`, as paths relative to it, sorted.
+pub fn files(dir: &std::path::Path) -> Vec<String> {
+    fn walk(base: &std::path::Path, dir: &std::path::Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.push(p.strip_prefix(base).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// `model` against llama.cpp's results for `key` in fixtures/new-archs-llamacpp.json: every
+/// input's token ids identical, and cosine ≥ `bound` with its raw pooled vector, the inputs
+/// run as one packed batch (as the scheduler would). Returns the worst cosine.
+pub fn matches_reference(model: &quiver::model::Model, key: &str, bound: f64) -> f64 {
+    let j = read_json("new-archs-llamacpp.json");
+    let results = j["models"][key]["results"].as_array().expect("results");
+    assert_eq!(results.len(), 21);
+    let mut seqs = Vec::new();
+    for r in results {
+        let input = r["input"].as_str().unwrap();
+        let ids = model.tokenize(input);
+        assert_eq!(ids, u32s(&r["ids"]), "token ids of {input:?}");
+        seqs.push(ids);
+    }
+    let pooled = model.embed_tokens(&seqs).unwrap();
+    let mut worst = f64::MAX;
+    for (r, v) in results.iter().zip(&pooled) {
+        let cos = cosine(v, &f32s(&r["embedding_raw"]));
+        worst = worst.min(cos);
+        assert!(
+            cos >= bound,
+            "{:?}: cosine {cos} with llama.cpp",
+            r["input"].as_str().unwrap()
+        );
+    }
+    worst
+}
