@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Soak: CLIENTS keep-alive clients against a fresh `quiver serve` for MINUTES, loopback only.
-Prints errors, requests/s and the server's RSS every 30 s, and the drift over the second half.
+Prints errors, requests/s, the server's RSS and its heap in use (from /metrics) every 30 s, and
+the drift of both over the second half: in use flat while RSS climbs is fragmentation.
 
   scripts/soak.py path/to/quiver [--clients 32] [--minutes 60]
 """
@@ -15,11 +16,26 @@ import threading
 import time
 
 
+def scrape_heap(port):
+    """The allocator's bytes in use and held free (MiB), from the server's /metrics."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    c.request("GET", "/metrics")
+    text = c.getresponse().read().decode()
+    c.close()
+    got = {}
+    for line in text.splitlines():
+        for name in ("quiver_heap_in_use_bytes", "quiver_heap_free_bytes"):
+            if line.startswith(name + " "):
+                got[name] = int(line.split()[1]) / 2**20
+    return got.get("quiver_heap_in_use_bytes", float("nan")), got.get("quiver_heap_free_bytes", float("nan"))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("binary")
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--minutes", type=float, default=60)
+    ap.add_argument("--every", type=float, default=30, help="seconds between samples")
     a = ap.parse_args()
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -60,17 +76,21 @@ def main():
     samples = []
     t0 = time.time()
     while time.time() < stop:
-        time.sleep(min(30, max(0.1, stop - time.time())))
+        time.sleep(min(a.every, max(0.1, stop - time.time())))
         with open(f"/proc/{srv.pid}/status") as f:
             rss = next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) / 1024
-        samples.append((time.time() - t0, rss))
-        print(f"{samples[-1][0]:7.0f} s  ok {ok[0]:8d}  errors {bad[0]}  RSS {rss:.1f} MiB", flush=True)
+        heap = scrape_heap(port)
+        samples.append((time.time() - t0, rss, heap[0]))
+        print(f"{samples[-1][0]:7.0f} s  ok {ok[0]:8d}  errors {bad[0]}  RSS {rss:.1f} MiB"
+              f"  heap in use {heap[0]:.1f} MiB, free {heap[1]:.1f} MiB", flush=True)
     for t in ts:
         t.join()
-    half = [r for t, r in samples if t >= samples[-1][0] / 2]
+    half = [(r, h) for t, r, h in samples if t >= samples[-1][0] / 2]
     print(json.dumps({"clients": a.clients, "minutes": a.minutes, "ok": ok[0], "errors": bad[0],
                       "per_s": round(ok[0] / (time.time() - t0), 1),
-                      "rss_second_half_min_max_mib": [min(half), max(half)]}))
+                      "rss_second_half_min_max_mib": [min(r for r, _ in half), max(r for r, _ in half)],
+                      "heap_in_use_second_half_min_max_mib":
+                          [min(h for _, h in half), max(h for _, h in half)]}))
     srv.terminate()
     srv.wait()
     return 1 if bad[0] else 0

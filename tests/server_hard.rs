@@ -1,10 +1,11 @@
 //! The connection layer under hostile and heavy use: request smuggling and bad framing,
 //! a battery of malformed requests, idle and slowloris floods, deadlines, streamed answers
-//! for many inputs (identical to small batches), the input cap, /metrics, SIGTERM with slow
-//! clients connected.
+//! for many inputs (identical to small batches), the input cap, the cap on bodies held over
+//! all connections, /metrics, SIGTERM with slow clients connected.
 
 mod server_common;
 
+use quiver::server::ServerConfig;
 use serde_json::{json, Value};
 use server_common::*;
 use std::io::{BufReader, Read, Write};
@@ -231,6 +232,50 @@ fn idle_and_slowloris_floods_do_not_lock_out_new_clients() {
     assert_eq!(embed_one(addr, "all-minilm", "after").len(), 384);
 }
 
+#[test]
+fn bodies_in_progress_are_capped_over_all_connections() {
+    let s = server_with(ServerConfig {
+        max_buffered_bytes: Some(256 << 10),
+        ..config()
+    });
+    let addr = s.addr;
+    // One input of 200,000 bytes: a valid request.
+    let body = json!({"model": "all-minilm", "input": "word ".repeat(40_000)}).to_string();
+    let head = format!(
+        "POST /api/embed HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let most = body.len() * 9 / 10;
+    let mut first = connect(addr);
+    first.write_all(head.as_bytes()).unwrap();
+    first.write_all(&body.as_bytes()[..most]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // Half of a second body takes the sum past 256 KiB: that connection gets 503.
+    let mut second = connect(addr);
+    second.write_all(head.as_bytes()).unwrap();
+    second
+        .write_all(&body.as_bytes()[..body.len() / 2])
+        .unwrap();
+    let r = read_reply(&mut BufReader::new(second.try_clone().unwrap()), false);
+    assert_eq!(r.status, 503);
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("too many request bodies"),
+        "{:?}",
+        String::from_utf8_lossy(&r.body)
+    );
+    // The first one finishes and is answered; its bytes no longer count once it is.
+    first.write_all(&body.as_bytes()[most..]).unwrap();
+    let r = read_reply(&mut BufReader::new(first.try_clone().unwrap()), false);
+    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    for _ in 0..3 {
+        let mut c = connect(addr);
+        c.write_all(head.as_bytes()).unwrap();
+        c.write_all(body.as_bytes()).unwrap();
+        let r = read_reply(&mut BufReader::new(c), false);
+        assert_eq!(r.status, 200);
+    }
+}
+
 fn texts(n: usize) -> Vec<String> {
     (0..n)
         .map(|i| format!("input number {i}: {}", "word ".repeat(i % 7)))
@@ -329,11 +374,32 @@ fn sample(text: &str, series: &str) -> f64 {
         .unwrap()
 }
 
+/// /metrics once it counts, for each `(code, n)`, `n` requests answered with `code` on
+/// /api/embed: a worker counts its request after the answer is out, so a client can read the
+/// answer first.
+fn metrics_after(addr: SocketAddr, counts: &[(u16, f64)]) -> (String, Reply) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = get(addr, "/metrics");
+        let text = String::from_utf8(m.body.clone()).unwrap();
+        let counted = counts.iter().all(|(code, n)| {
+            let series = format!("quiver_requests_total{{route=\"/api/embed\",code=\"{code}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(series.as_str()))
+                .is_some_and(|v| v.parse::<f64>().unwrap() == *n)
+        });
+        if counted || Instant::now() > deadline {
+            return (text, m);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn metrics_are_prometheus_text_and_move() {
     let s = server();
     embed_one(s.addr, "all-minilm", "one");
-    let before = String::from_utf8(get(s.addr, "/metrics").body).unwrap();
+    let (before, _) = metrics_after(s.addr, &[(200, 1.0)]);
     let ok = r#"quiver_requests_total{route="/api/embed",code="200"}"#;
     assert_eq!(sample(&before, ok), 1.0);
     let r = post(
@@ -346,12 +412,11 @@ fn metrics_are_prometheus_text_and_move() {
         post(s.addr, "/api/embed", &json!({"input": "x"})).status,
         400
     );
-    let m = get(s.addr, "/metrics");
+    let (after, m) = metrics_after(s.addr, &[(200, 2.0), (400, 1.0)]);
     assert!(m
         .header("content-type")
         .unwrap()
         .starts_with("text/plain; version=0.0.4"));
-    let after = String::from_utf8(m.body).unwrap();
     assert_eq!(sample(&after, ok), 2.0);
     assert_eq!(
         sample(

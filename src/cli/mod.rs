@@ -45,7 +45,11 @@ pub fn run(args: Vec<String>, bundled: Option<&'static [u8]>) -> CliResult {
             println!("quiver version {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        Command::Serve => serve(store()),
+        Command::Serve => {
+            // Before anything is opened or computed: see `crate::server::malloc`.
+            crate::server::malloc::exec_without_thread_caches();
+            serve(store())
+        }
         Command::Bench { args } => Ok(crate::bench::main_args_with(&args, bundled)?),
         Command::Embed { model, texts } => embed::run(&store(), &model, texts),
         Command::Show { model } => show::run(&store(), &model),
@@ -73,8 +77,7 @@ pub fn run(args: Vec<String>, bundled: Option<&'static [u8]>) -> CliResult {
     }
 }
 
-/// `quiver serve`. The HTTP server is built on its own branch; the lead wires
-/// `crate::server::serve(ServerConfig::from_env()?, Arc::new(store))` in here at merge.
+/// `quiver serve`.
 fn serve(store: Store) -> CliResult {
     let config = crate::server::ServerConfig::from_env()?;
     crate::server::serve(config, std::sync::Arc::new(store))?;

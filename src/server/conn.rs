@@ -10,6 +10,10 @@
 //! Early answers (400, 408, 413, 431, 503) are written from here without blocking, then the
 //! connection lingers briefly, discarding input, so the client reads the answer instead of
 //! a reset.
+//!
+//! Memory: the bytes of unfinished requests held over all connections are counted; a
+//! connection whose bytes push the sum past `QUIVER_MAX_BUFFERED` gets 503 and is closed, so
+//! many slow bodies cannot each hold up to `QUIVER_MAX_BODY`.
 
 use super::http::{self, ChunkDecoder, Framing, Head, HttpError, Request};
 use super::pool::{Job, Pool};
@@ -46,6 +50,8 @@ pub struct Conn {
     /// When the current state began.
     since: Instant,
     interest: Interest,
+    /// The bytes of this connection counted in [`EventLoop::buffered`].
+    counted: usize,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -78,6 +84,25 @@ impl Conn {
             state: State::Idle,
             since: Instant::now(),
             interest: Interest::Read,
+            counted: 0,
+        }
+    }
+
+    /// The path of the request being received, for an early answer.
+    fn path(&self) -> String {
+        match &self.state {
+            State::Body { head, .. } => head.path.clone(),
+            _ => "/".to_string(),
+        }
+    }
+
+    /// Bytes of an unfinished request held for this connection.
+    fn held(&self) -> usize {
+        match &self.state {
+            State::Body { chunks, .. } => {
+                self.buf.len() + chunks.as_ref().map_or(0, |c| c.body.len())
+            }
+            _ => self.buf.len(),
         }
     }
 }
@@ -96,6 +121,8 @@ pub struct EventLoop {
     open: usize,
     /// Requests with the workers (queued or running).
     in_flight: usize,
+    /// Bytes held over all connections (the sum of their `counted`).
+    buffered: usize,
     pool: Pool,
     returned: Receiver<Option<Conn>>,
     shared: Arc<Shared>,
@@ -120,6 +147,7 @@ impl EventLoop {
             free: Vec::new(),
             open: 0,
             in_flight: 0,
+            buffered: 0,
             pool,
             returned,
             shared,
@@ -262,6 +290,7 @@ impl EventLoop {
 
     fn close(&mut self, key: usize) {
         if let Some(conn) = self.conns.get_mut(key).and_then(Option::take) {
+            self.buffered -= conn.counted;
             let _ = self.poller.delete(&conn.stream);
             self.free.push(key);
             self.open -= 1;
@@ -326,7 +355,15 @@ impl EventLoop {
             advance(conn, max_body)
         };
         match step {
-            Ok(Step::Wait) => {}
+            Ok(Step::Wait) => {
+                if self.recount(key) > self.shared.max_buffered {
+                    let msg = "server busy, please try again.  too many request bodies in progress";
+                    let path = self.conns[key]
+                        .as_ref()
+                        .map_or_else(String::new, Conn::path);
+                    self.answer_and_close(key, 503, msg, &path);
+                }
+            }
             Ok(Step::Close) => self.close(key),
             Ok(Step::Dispatch(req)) => self.dispatch(key, req),
             Err(HttpError::Bad(status, msg)) => self.answer_and_close(key, status, msg, "/"),
@@ -337,10 +374,22 @@ impl EventLoop {
         }
     }
 
+    /// Brings the connection's share of [`Self::buffered`] up to date; returns the new sum.
+    fn recount(&mut self, key: usize) -> usize {
+        if let Some(conn) = self.conns.get_mut(key).and_then(Option::as_mut) {
+            let held = conn.held();
+            self.buffered = self.buffered - conn.counted + held;
+            conn.counted = held;
+        }
+        self.buffered
+    }
+
     fn dispatch(&mut self, key: usize, req: Request) {
-        let Some(conn) = self.conns.get_mut(key).and_then(Option::take) else {
+        let Some(mut conn) = self.conns.get_mut(key).and_then(Option::take) else {
             return;
         };
+        self.buffered -= conn.counted;
+        conn.counted = 0;
         let _ = self.poller.delete(&conn.stream);
         self.free.push(key);
         self.open -= 1;
@@ -406,6 +455,7 @@ impl EventLoop {
         };
         conn.since = Instant::now();
         conn.buf = Vec::new();
+        self.recount(key);
         self.flush_closing(key);
     }
 
@@ -550,7 +600,8 @@ fn advance(conn: &mut Conn, max_body: u64) -> Result<Step, HttpError> {
                     (Framing::Length(n), _) => {
                         let n = *n as usize;
                         if conn.buf.len() < n {
-                            conn.buf.reserve(n - conn.buf.len());
+                            // No reserve of the announced length: memory follows the bytes
+                            // that arrive, not what a header promises.
                             return Ok(Step::Wait);
                         }
                         if conn.buf.len() == n {

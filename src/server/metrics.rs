@@ -225,6 +225,25 @@ impl Metrics {
                 rss_bytes().unwrap_or(0),
             ),
         ];
+        let heap = heap_bytes();
+        let gauges = gauges.into_iter().chain(
+            heap.map(|(used, free)| {
+                [
+                    (
+                        "quiver_heap_in_use_bytes",
+                        "Bytes the allocator has handed out and not had back (glibc mallinfo2).",
+                        used,
+                    ),
+                    (
+                        "quiver_heap_free_bytes",
+                        "Bytes the allocator holds free but has not returned to the system.",
+                        free,
+                    ),
+                ]
+            })
+            .into_iter()
+            .flatten(),
+        );
         for (name, help, v) in gauges {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
@@ -239,6 +258,19 @@ pub fn rss_bytes() -> Option<u64> {
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     Some(pages * page.max(4096) as u64)
+}
+
+/// The allocator's bytes in use and held free, from glibc's `mallinfo2`; `None` with any other
+/// libc. In use flat while the resident set climbs means fragmentation, not a leak.
+pub fn heap_bytes() -> Option<(u64, u64)> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's counters (under its own locks).
+        let m = unsafe { libc::mallinfo2() };
+        Some(((m.uordblks + m.hblkhd) as u64, m.fordblks as u64))
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    None
 }
 
 #[cfg(test)]
@@ -260,5 +292,11 @@ mod tests {
         assert!(text
             .contains("quiver_request_duration_seconds_bucket{route=\"/api/embed\",le=\"0.5\"} 2"));
         assert!(text.contains("quiver_loaded_models 1"));
+        if cfg!(all(target_os = "linux", target_env = "gnu")) {
+            let heap = text
+                .lines()
+                .find_map(|l| l.strip_prefix("quiver_heap_in_use_bytes "));
+            assert!(heap.unwrap().parse::<u64>().unwrap() > 0);
+        }
     }
 }

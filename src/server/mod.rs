@@ -14,6 +14,7 @@ mod conn;
 pub mod cors;
 pub mod error;
 pub mod http;
+pub mod malloc;
 pub mod metrics;
 mod pool;
 pub mod routes;
@@ -40,6 +41,9 @@ pub struct ServerConfig {
     pub addr: SocketAddr,
     /// Largest request body accepted (`QUIVER_MAX_BODY`); larger ones get 413 unread.
     pub max_body_bytes: u64,
+    /// Bytes of unfinished requests held over all connections (`QUIVER_MAX_BUFFERED`); the
+    /// connection that goes past it gets 503. `None`: the larger of 256 MiB and two bodies.
+    pub max_buffered_bytes: Option<u64>,
     /// Requests handled at once: worker threads (`QUIVER_WORKERS`).
     pub workers: usize,
     /// Open connections at most (`QUIVER_MAX_CONNECTIONS`); past that a new one gets 503.
@@ -63,6 +67,7 @@ impl Default for ServerConfig {
         ServerConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
             max_body_bytes: DEFAULT_MAX_BODY,
+            max_buffered_bytes: None,
             workers: 64,
             max_connections: 16384,
             max_inputs: 1_000_000,
@@ -84,8 +89,8 @@ fn env_var(key: &str) -> Option<String> {
 
 impl ServerConfig {
     /// `QUIVER_HOST` (else `OLLAMA_HOST`), `OLLAMA_ORIGINS`, `OLLAMA_KEEP_ALIVE`,
-    /// `OLLAMA_MAX_LOADED_MODELS`, `QUIVER_MAX_BODY`, `QUIVER_WORKERS`, `QUIVER_BATCH_TOKENS`,
-    /// `QUIVER_MAX_CONNECTIONS`, `QUIVER_MAX_INPUTS`, `QUIVER_SHUTDOWN_TIMEOUT`.
+    /// `OLLAMA_MAX_LOADED_MODELS`, `QUIVER_MAX_BODY`, `QUIVER_MAX_BUFFERED`, `QUIVER_WORKERS`,
+    /// `QUIVER_BATCH_TOKENS`, `QUIVER_MAX_CONNECTIONS`, `QUIVER_MAX_INPUTS`, `QUIVER_SHUTDOWN_TIMEOUT`.
     pub fn from_env() -> Result<ServerConfig, String> {
         let mut c = ServerConfig::default();
         if let Some(h) = env_var("QUIVER_HOST").or_else(|| env_var("OLLAMA_HOST")) {
@@ -115,6 +120,12 @@ impl ServerConfig {
         if let Some(b) = env_var("QUIVER_MAX_BODY") {
             c.max_body_bytes =
                 parse_size(&b).ok_or_else(|| format!("QUIVER_MAX_BODY: {b:?} is not a size"))?;
+        }
+        if let Some(b) = env_var("QUIVER_MAX_BUFFERED") {
+            c.max_buffered_bytes = Some(
+                parse_size(&b)
+                    .ok_or_else(|| format!("QUIVER_MAX_BUFFERED: {b:?} is not a size"))?,
+            );
         }
         if let Some(t) = env_var("QUIVER_BATCH_TOKENS") {
             c.batch_tokens = t
@@ -233,6 +244,7 @@ impl std::error::Error for ServerError {}
 pub(crate) struct Shared {
     pub(crate) ctx: routes::Ctx,
     pub(crate) max_body: u64,
+    pub(crate) max_buffered: usize,
     pub(crate) max_connections: usize,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) log: bool,
@@ -323,6 +335,10 @@ fn start_inner(
             max_inputs: config.max_inputs.max(1),
         },
         max_body: config.max_body_bytes,
+        max_buffered: config
+            .max_buffered_bytes
+            .unwrap_or((256 << 20).max(config.max_body_bytes.saturating_mul(2)))
+            .min(usize::MAX as u64) as usize,
         max_connections: config.max_connections.max(1),
         shutdown_timeout: config.shutdown_timeout,
         log,
