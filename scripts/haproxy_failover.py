@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Two `quiver serve` replicas behind HAProxy (Debian package) on loopback: load through the
-balancer, one replica killed mid-run, failed requests counted; and throughput with two
-replicas against one.
+balancer, one replica stopped mid-run (SIGTERM, then again SIGKILL after it is restarted),
+failed requests counted; and throughput with two replicas against one.
 
-  scripts/haproxy_failover.py path/to/quiver [--clients 8] [--seconds 20] [--signal KILL]
+  scripts/haproxy_failover.py path/to/quiver [--clients 8] [--seconds 20] [--signal both|TERM|KILL]
 
 HAProxy retries a request whose connection failed or came back empty on the other replica
 (`retry-on conn-failure empty-response response-timeout`, `option redispatch`), and health
@@ -46,8 +46,8 @@ def wait_up(port, proc=None, limit=60):
     raise SystemExit(f"nothing listening on {port}")
 
 
-def replica(binary):
-    port = free_port()
+def replica(binary, port=None):
+    port = port or free_port()
     env = dict(os.environ, QUIVER_HOST=f"127.0.0.1:{port}")
     p = subprocess.Popen([binary, "serve"], env=env, stderr=subprocess.DEVNULL)
     wait_up(port, p)
@@ -130,7 +130,7 @@ def main():
     ap.add_argument("binary")
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=20)
-    ap.add_argument("--signal", choices=["KILL", "TERM"], default="KILL")
+    ap.add_argument("--signal", choices=["both", "KILL", "TERM"], default="both")
     a = ap.parse_args()
     if not shutil.which("haproxy"):
         print("skipping: haproxy is not installed (apt-get install haproxy)")
@@ -150,14 +150,23 @@ def main():
         hp, fe = haproxy([p1, p2], tmp)
         procs.append(hp)
         two = load(fe, a.clients, a.seconds / 2)
-        sig = signal.SIGKILL if a.signal == "KILL" else signal.SIGTERM
-        killed = load(fe, a.clients, a.seconds, midway=lambda: r2.send_signal(sig))
-        r2.wait()
         out = {"clients": a.clients, "one_replica": one, "two_replicas": two,
-               f"two_replicas_one_SIG{a.signal}_midway": killed,
                "two_over_one": round(two["per_s"] / max(one["per_s"], 1e-9), 2)}
+        failed = 0
+        for name in ["TERM", "KILL"] if a.signal == "both" else [a.signal]:
+            sig = getattr(signal, "SIG" + name)
+            victim = procs[1]
+            stopped = load(fe, a.clients, a.seconds, midway=lambda: victim.send_signal(sig))
+            code = victim.wait()
+            stopped["replica_exit_code"] = code
+            out[f"two_replicas_one_SIG{name}_midway"] = stopped
+            # A failed request, or a replica that does not exit 0 on SIGTERM, fails the run.
+            failed += stopped["failed"] + (name == "TERM" and code != 0)
+            # Back on its port, and back in the balancer once two health checks pass.
+            procs[1], _ = replica(a.binary, p2)
+            time.sleep(1.5)
         print(json.dumps(out, indent=1))
-        return 1 if killed["failed"] else 0
+        return 1 if failed else 0
     finally:
         for p in procs:
             if p.poll() is None:

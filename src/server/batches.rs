@@ -183,6 +183,9 @@ pub struct EmbedJob {
     num_ctx: Option<usize>,
     /// The first chunk's token sequences (the whole request when it is small).
     first: Vec<Vec<u32>>,
+    /// The first chunk's vectors, once [`EmbedJob::embed_first`] ran, and the time it took.
+    ready: Vec<Vec<f32>>,
+    ready_took: Duration,
     /// Tokens over all inputs (`prompt_eval_count`).
     pub tokens: usize,
     pub load_duration: Duration,
@@ -209,6 +212,8 @@ impl EmbedJob {
             truncate,
             num_ctx,
             first: Vec::new(),
+            ready: Vec::new(),
+            ready_took: Duration::ZERO,
             tokens: 0,
         };
         let mut in_first = true;
@@ -242,14 +247,32 @@ impl EmbedJob {
         self.texts.is_empty()
     }
 
+    /// Embeds the first chunk now, before anything is written: a model that fails on it
+    /// (every request of one chunk) is answered with its error status, not a cut answer.
+    pub fn embed_first(&mut self) -> Result<(), ApiError> {
+        let started = Instant::now();
+        self.ready = self
+            .lease
+            .embed_tokens(std::mem::take(&mut self.first))
+            .map_err(|e| ApiError::from_engine(e, &self.model))?;
+        self.ready_took = started.elapsed();
+        Ok(())
+    }
+
     /// Embeds chunk after chunk, calling `each` with every pooled, unnormalised vector in
-    /// input order. Returns the time the model work took.
+    /// input order. Returns the time the model work took. A model error after the first
+    /// chunk can only cut the answer short (its status is out): the caller drops the
+    /// connection without the last chunk, which clients read as a failed request.
     pub fn run(
         mut self,
         mut each: impl FnMut(usize, Vec<f32>) -> io::Result<()>,
     ) -> Result<Duration, RunError> {
-        let started = Instant::now();
+        let started = Instant::now() - self.ready_took;
         let mut next = 0;
+        for v in std::mem::take(&mut self.ready) {
+            each(next, v)?;
+            next += 1;
+        }
         let mut chunk = std::mem::take(&mut self.first);
         while next < self.texts.len() {
             if chunk.is_empty() {

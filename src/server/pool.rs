@@ -119,9 +119,13 @@ fn serve(job: Job, shared: &Shared) -> Option<Conn> {
     let written = catch_unwind(AssertUnwindSafe(|| {
         http::write_response(&mut stream, resp, req.method == "HEAD", &keep)
     }));
-    let (ok, keep) = match written {
-        Ok(Ok(keep)) => (true, keep),
-        _ => (false, false),
+    // A streamed answer can fail after its head went out (the client left, or the model
+    // failed on a later chunk): the connection is dropped without the last chunk, and the
+    // log line says why.
+    let (ok, keep, cut) = match written {
+        Ok(Ok(keep)) => (true, keep, None),
+        Ok(Err(e)) => (false, false, Some(e.to_string())),
+        Err(_) => (false, false, Some("panic while writing".to_string())),
     };
     let elapsed = started.elapsed();
     shared.metrics.request(&req.path, status, elapsed);
@@ -129,8 +133,9 @@ fn serve(job: Job, shared: &Shared) -> Option<Conn> {
     if shared.log {
         // One logfmt line per request; OLLAMA_DEBUG=1 adds queue wait, body size, user agent.
         let mut line = format!(
-            "time={} level=INFO msg=request method={} path={:?} status={status} latency_ms={:.3} model={:?} inputs={} tokens={} remote={}",
+            "time={} level={} msg=request method={} path={:?} status={status} latency_ms={:.3} model={:?} inputs={} tokens={} remote={}",
             crate::engine::format::rfc3339_local(std::time::SystemTime::now()),
+            if cut.is_some() { "WARN" } else { "INFO" },
             req.method,
             req.path,
             elapsed.as_secs_f64() * 1e3,
@@ -142,6 +147,9 @@ fn serve(job: Job, shared: &Shared) -> Option<Conn> {
                 .map(|a| a.ip().to_string())
                 .unwrap_or_default(),
         );
+        if let Some(why) = &cut {
+            line.push_str(&format!(" error={:?}", format!("answer cut short: {why}")));
+        }
         if shared.debug {
             line.push_str(&format!(
                 " queue_ms={:.3} body_bytes={} user_agent={:?} keep_alive={keep} written={ok}",

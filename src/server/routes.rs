@@ -184,7 +184,7 @@ fn embed_handler(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
     let texts = Texts::parse(r.input, ctx.max_inputs, false)?;
     let model = required_model(r.model)?;
     let num_ctx = num_ctx(r.options.as_ref())?;
-    let job = EmbedJob::start(
+    let mut job = EmbedJob::start(
         &ctx.engine,
         &model,
         texts,
@@ -198,6 +198,7 @@ fn embed_handler(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
             &json!({ "model": model, "embeddings": [] }),
         ));
     }
+    job.embed_first()?;
     let (dims, metrics) = (r.dimensions, ctx.metrics.clone());
     Ok(Response::stream(200, JSON, move |w| {
         w.write_all(b"{\"model\":")?;
@@ -380,7 +381,8 @@ fn openai_embeddings_handler(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiErro
         }
     };
     let model = required_model(r.model)?;
-    let job = EmbedJob::start(&ctx.engine, &model, texts, true, None, None)?;
+    let mut job = EmbedJob::start(&ctx.engine, &model, texts, true, None, None)?;
+    job.embed_first()?;
     let (dims, metrics) = (r.dimensions, ctx.metrics.clone());
     Ok(Response::stream(200, JSON, move |w| {
         w.write_all(b"{\"object\":\"list\",\"data\":[")?;
