@@ -78,10 +78,14 @@ def main():
     while time.time() < stop:
         time.sleep(min(a.every, max(0.1, stop - time.time())))
         with open(f"/proc/{srv.pid}/status") as f:
-            rss = next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) / 1024
+            st = {l.split(":")[0]: int(l.split()[1]) / 1024 for l in f if l.startswith("Rss") or l.startswith("VmRSS")}
+        rss = st["VmRSS"]
         heap = scrape_heap(port)
         samples.append((time.time() - t0, rss, heap[0]))
+        # RssFile: pages of mapped files (the binary, the model's weights as rows are first
+        # read); RssAnon: the heap, stacks and packed weights.
         print(f"{samples[-1][0]:7.0f} s  ok {ok[0]:8d}  errors {bad[0]}  RSS {rss:.1f} MiB"
+              f" (anon {st.get('RssAnon', 0):.1f}, file {st.get('RssFile', 0):.1f})"
               f"  heap in use {heap[0]:.1f} MiB, free {heap[1]:.1f} MiB", flush=True)
     for t in ts:
         t.join()

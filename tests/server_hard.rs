@@ -456,12 +456,8 @@ fn metrics_are_prometheus_text_and_move() {
     }
 }
 
-/// `quiver serve` with many slow and idle clients connected and a request in flight: SIGTERM
-/// answers the request, drops the others at once, and exits 0 well within the deadline.
-#[cfg(unix)]
-#[test]
-fn sigterm_with_slow_clients_answers_in_flight_and_exits_zero() {
-    raise_fd_limit();
+/// `quiver serve` as a process on a free loopback port, with `envs`, once it listens.
+fn spawn_serve(envs: &[(&str, &str)]) -> (std::process::Child, SocketAddr) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -471,8 +467,8 @@ fn sigterm_with_slow_clients_answers_in_flight_and_exits_zero() {
         .arg("serve")
         .env("QUIVER_HOST", format!("127.0.0.1:{port}"))
         .env("QUIVER_MODELS", store_root())
-        .env("QUIVER_SHUTDOWN_TIMEOUT", "30s")
-        .env("OLLAMA_DEBUG", "1")
+        .envs(envs.iter().copied())
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -485,6 +481,57 @@ fn sigterm_with_slow_clients_answers_in_flight_and_exits_zero() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    (child, addr)
+}
+
+/// The server re-executes itself once with glibc's per-thread malloc caches off (they made
+/// the RSS creep for as long as it ran), and says so; a count the user chose is kept. Then its
+/// stderr is closed: requests (each logs a line) are still answered, SIGTERM still exits 0.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn serve_runs_without_glibc_thread_caches_unless_told_otherwise() {
+    use std::io::BufRead;
+    for (given, expect) in [
+        (None, "glibc.malloc.tcache_count=0"),
+        (
+            Some("glibc.malloc.tcache_count=3"),
+            "glibc.malloc.tcache_count=3",
+        ),
+        (
+            Some("glibc.malloc.arena_max=2"),
+            "glibc.malloc.arena_max=2:glibc.malloc.tcache_count=0",
+        ),
+    ] {
+        let envs: Vec<(&str, &str)> = given.map(|g| ("GLIBC_TUNABLES", g)).into_iter().collect();
+        let (mut child, addr) = spawn_serve(&envs);
+        let mut said = Vec::new();
+        for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+            let line = line.unwrap();
+            let done = line.contains("listening on");
+            said.push(line);
+            if done {
+                break;
+            }
+        }
+        for i in 0..3 {
+            assert_eq!(embed_one(addr, "all-minilm", &format!("{i}")).len(), 384);
+        }
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        assert!(child.wait().unwrap().success());
+        assert!(
+            said.contains(&format!("malloc: GLIBC_TUNABLES={expect}")),
+            "{given:?}: {said:?}"
+        );
+    }
+}
+
+/// `quiver serve` with many slow and idle clients connected and a request in flight: SIGTERM
+/// answers the request, drops the others at once, and exits 0 well within the deadline.
+#[cfg(unix)]
+#[test]
+fn sigterm_with_slow_clients_answers_in_flight_and_exits_zero() {
+    raise_fd_limit();
+    let (child, addr) = spawn_serve(&[("QUIVER_SHUTDOWN_TIMEOUT", "30s"), ("OLLAMA_DEBUG", "1")]);
     embed_one(addr, "all-minilm", "warm up");
     let slow: Vec<TcpStream> = (0..300)
         .map(|i| {

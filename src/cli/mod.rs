@@ -47,7 +47,9 @@ pub fn run(args: Vec<String>, bundled: Option<&'static [u8]>) -> CliResult {
         }
         Command::Serve => {
             // Before anything is opened or computed: see `crate::server::malloc`.
-            crate::server::malloc::exec_without_thread_caches();
+            if let Some(t) = crate::server::malloc::exec_without_thread_caches() {
+                eprintln!("malloc: GLIBC_TUNABLES={t}");
+            }
             serve(store())
         }
         Command::Bench { args } => Ok(crate::bench::main_args_with(&args, bundled)?),

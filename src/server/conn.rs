@@ -198,10 +198,10 @@ impl EventLoop {
             if let Some(deadline) = stop_deadline {
                 if self.in_flight == 0 || Instant::now() >= deadline {
                     if self.in_flight > 0 {
-                        eprintln!(
+                        super::log_line(format_args!(
                             "quiver: shutdown timeout, {} requests still running",
                             self.in_flight
-                        );
+                        ));
                     }
                     break;
                 }

@@ -13,19 +13,18 @@
 //! second exec).
 
 /// Re-executes the running binary with glibc's thread caches off; returns only when that is
-/// not needed or not possible (then the server runs as it is).
-pub fn exec_without_thread_caches() {
+/// not needed or not possible (then the server runs as it is), with the `GLIBC_TUNABLES`
+/// that sets the count, if one does.
+pub fn exec_without_thread_caches() -> Option<String> {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         use std::os::unix::process::CommandExt;
         const SETTING: &str = "glibc.malloc.tcache_count";
         let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
         if tunables.contains(SETTING) {
-            return;
+            return Some(tunables);
         }
-        let Ok(exe) = std::env::current_exe() else {
-            return;
-        };
+        let exe = std::env::current_exe().ok()?;
         let value = if tunables.is_empty() {
             format!("{SETTING}=0")
         } else {
@@ -37,4 +36,5 @@ pub fn exec_without_thread_caches() {
             .env("GLIBC_TUNABLES", value)
             .exec();
     }
+    None
 }

@@ -241,6 +241,14 @@ impl fmt::Display for ServerError {
 
 impl std::error::Error for ServerError {}
 
+/// Writes a line to stderr and ignores failure: `eprintln!` panics when stderr is closed,
+/// which would take down the worker that logs a request, or the shutdown.
+pub(crate) fn log_line(args: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut e = std::io::stderr().lock();
+    let _ = e.write_fmt(args).and_then(|()| e.write_all(b"\n"));
+}
+
 pub(crate) struct Shared {
     pub(crate) ctx: routes::Ctx,
     pub(crate) max_body: u64,
@@ -322,7 +330,7 @@ fn start_inner(
     // which one serves, and why.
     let (_, backend_line) = select_backend();
     if log {
-        eprintln!("{backend_line}");
+        log_line(format_args!("{backend_line}"));
     }
     let factory: crate::engine::BackendFactory = Arc::new(|| select_backend().0);
     let engine = Engine::new(store, factory, engine_cfg);
@@ -381,30 +389,30 @@ pub fn serve(config: ServerConfig, store: Arc<Store>) -> Result<(), ServerError>
         signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(ServerError::Signals)?;
     raise_fd_limit();
     for p in store.clean_stale() {
-        eprintln!(
+        log_line(format_args!(
             "quiver: removed {} (left by an interrupted create or pull)",
             p.display()
-        );
+        ));
     }
     let server = start_inner(config, store, true)?;
-    eprintln!(
+    log_line(format_args!(
         "quiver {}: listening on {}",
         env!("CARGO_PKG_VERSION"),
         server.addr
-    );
+    ));
     let sig = signals.forever().next();
-    eprintln!(
+    log_line(format_args!(
         "quiver: signal {}, finishing in-flight requests",
         sig.unwrap_or(0)
-    );
+    ));
     std::thread::spawn(move || {
         if signals.forever().next().is_some() {
-            eprintln!("quiver: second signal, exiting now");
+            log_line(format_args!("quiver: second signal, exiting now"));
             std::process::exit(130);
         }
     });
     server.shutdown();
-    eprintln!("quiver: stopped");
+    log_line(format_args!("quiver: stopped"));
     Ok(())
 }
 

@@ -158,7 +158,7 @@ fn serve(job: Job, shared: &Shared) -> Option<Conn> {
                 req.header("user-agent").unwrap_or(""),
             ));
         }
-        eprintln!("{line}");
+        super::log_line(format_args!("{line}"));
     }
     if !ok || !keep || conn.stream.set_nonblocking(true).is_err() {
         return None;
