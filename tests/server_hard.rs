@@ -456,34 +456,6 @@ fn metrics_are_prometheus_text_and_move() {
     }
 }
 
-/// `quiver serve` as a process on a free loopback port, with `envs`, once it listens.
-fn spawn_serve(envs: &[(&str, &str)]) -> (std::process::Child, SocketAddr) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_quiver"))
-        .arg("serve")
-        .env("QUIVER_HOST", format!("127.0.0.1:{port}"))
-        .env("QUIVER_MODELS", store_root())
-        .envs(envs.iter().copied())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let t0 = Instant::now();
-    while TcpStream::connect(addr).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "quiver serve did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (child, addr)
-}
-
 /// The server re-executes itself once with glibc's per-thread malloc caches off (they made
 /// the RSS creep for as long as it ran), and says so; a count the user chose is kept. Then its
 /// stderr is closed: requests (each logs a line) are still answered, SIGTERM still exits 0.

@@ -317,30 +317,7 @@ fn serve_exits_zero_on_sigterm_after_finishing_requests() {
 #[cfg(unix)]
 #[test]
 fn quiver_serve_binary_exits_zero_on_sigterm() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_quiver"))
-        .arg("serve")
-        .env("QUIVER_HOST", format!("127.0.0.1:{port}"))
-        .env("QUIVER_MODELS", store_root())
-        .spawn()
-        .unwrap();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let t0 = Instant::now();
-    while TcpStream::connect(addr).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "quiver serve did not come up"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "quiver serve exited early"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (mut child, addr) = spawn_serve(&[]);
     assert_eq!(get(addr, "/").status, 200);
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     let status = within(Duration::from_secs(60), move || child.wait().unwrap());

@@ -260,45 +260,64 @@ impl EventLoop {
         }
     }
 
+    /// Gives `conn` a slot and polls it for its interest; `None` (the connection dropped) when
+    /// the poller refuses it.
+    fn register(&mut self, conn: Conn) -> Option<usize> {
+        let key = self.free.pop().unwrap_or_else(|| {
+            self.conns.push(None);
+            self.conns.len() - 1
+        });
+        let event = match conn.interest {
+            Interest::Read => Event::readable(key),
+            Interest::Write => Event::writable(key),
+        };
+        // SAFETY: a registered connection leaves only through `unregister`, which deletes it
+        // from the poller first.
+        if unsafe {
+            self.poller
+                .add_with_mode(&conn.stream, event, PollMode::Level)
+        }
+        .is_err()
+        {
+            self.free.push(key);
+            return None;
+        }
+        self.conns[key] = Some(conn);
+        self.set_open(self.open + 1);
+        Some(key)
+    }
+
+    /// Takes a connection out of its slot, the poller and the byte count.
+    fn unregister(&mut self, key: usize) -> Option<Conn> {
+        let mut conn = self.conns.get_mut(key).and_then(Option::take)?;
+        self.buffered -= conn.counted;
+        conn.counted = 0;
+        let _ = self.poller.delete(&conn.stream);
+        self.free.push(key);
+        self.set_open(self.open - 1);
+        Some(conn)
+    }
+
+    fn set_open(&mut self, open: usize) {
+        self.open = open;
+        self.shared
+            .metrics
+            .open_connections
+            .store(open, Ordering::Relaxed);
+    }
+
     /// Registers a new or returned connection and serves what its buffer already holds.
     fn adopt(&mut self, mut conn: Conn) {
         conn.state = State::Idle;
         conn.since = Instant::now();
         conn.interest = Interest::Read;
-        let key = self.free.pop().unwrap_or_else(|| {
-            self.conns.push(None);
-            self.conns.len() - 1
-        });
-        // SAFETY: every path that drops a registered connection deletes it first (`close`,
-        // `dispatch`).
-        let added = unsafe {
-            self.poller
-                .add_with_mode(&conn.stream, Event::readable(key), PollMode::Level)
-        };
-        if added.is_err() {
-            self.free.push(key);
-            return;
+        if let Some(key) = self.register(conn) {
+            self.progress(key);
         }
-        self.conns[key] = Some(conn);
-        self.open += 1;
-        self.shared
-            .metrics
-            .open_connections
-            .store(self.open, Ordering::Relaxed);
-        self.progress(key);
     }
 
     fn close(&mut self, key: usize) {
-        if let Some(conn) = self.conns.get_mut(key).and_then(Option::take) {
-            self.buffered -= conn.counted;
-            let _ = self.poller.delete(&conn.stream);
-            self.free.push(key);
-            self.open -= 1;
-            self.shared
-                .metrics
-                .open_connections
-                .store(self.open, Ordering::Relaxed);
-        }
+        self.unregister(key);
     }
 
     fn on_event(&mut self, key: usize, readable: bool, writable: bool) {
@@ -385,14 +404,9 @@ impl EventLoop {
     }
 
     fn dispatch(&mut self, key: usize, req: Request) {
-        let Some(mut conn) = self.conns.get_mut(key).and_then(Option::take) else {
+        let Some(conn) = self.unregister(key) else {
             return;
         };
-        self.buffered -= conn.counted;
-        conn.counted = 0;
-        let _ = self.poller.delete(&conn.stream);
-        self.free.push(key);
-        self.open -= 1;
         let job = Job {
             conn,
             req,
@@ -421,27 +435,15 @@ impl EventLoop {
     }
 
     fn adopt_closing(&mut self, conn: Conn, out: Vec<u8>) {
-        let key = self.free.pop().unwrap_or_else(|| {
-            self.conns.push(None);
-            self.conns.len() - 1
-        });
-        // SAFETY: as in `adopt`.
-        let added = unsafe {
-            self.poller
-                .add_with_mode(&conn.stream, Event::writable(key), PollMode::Level)
-        };
-        if added.is_err() {
-            self.free.push(key);
-            return;
-        }
-        self.conns[key] = Some(Conn {
+        let conn = Conn {
             state: State::Closing { out, pos: 0 },
             since: Instant::now(),
             interest: Interest::Write,
             ..conn
-        });
-        self.open += 1;
-        self.flush_closing(key);
+        };
+        if let Some(key) = self.register(conn) {
+            self.flush_closing(key);
+        }
     }
 
     fn answer_and_close(&mut self, key: usize, status: u16, msg: &str, path: &str) {

@@ -221,3 +221,37 @@ pub fn embed_one(addr: SocketAddr, model: &str, text: &str) -> Vec<f32> {
     assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
     vector(&r.json()["embeddings"][0])
 }
+
+/// `quiver serve` (the real binary) as a process on a free loopback port, with the fixture
+/// store and `envs`, once it listens. Its stderr is piped for the caller; its stdout goes
+/// nowhere, so a server left behind cannot hold a test's output open.
+pub fn spawn_serve(envs: &[(&str, &str)]) -> (std::process::Child, SocketAddr) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .arg("serve")
+        .env("QUIVER_HOST", format!("127.0.0.1:{port}"))
+        .env("QUIVER_MODELS", store_root())
+        .envs(envs.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let t0 = std::time::Instant::now();
+    while TcpStream::connect(addr).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "quiver serve did not come up"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "quiver serve exited early"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, addr)
+}
